@@ -73,12 +73,10 @@ def stft_magnitude(
         detrend=False,
         axis=-1,
     )
-    freqs = np.fft.fftshift(freqs)
-    mag = np.abs(np.fft.fftshift(z, axes=-2))
-    if cfg.max_doppler_hz is not None:
-        keep = np.abs(freqs) <= cfg.max_doppler_hz
-        freqs, mag = freqs[keep], mag[..., keep, :]
-    return freqs, times, mag
+    rows = np.fft.fftshift(np.arange(len(freqs)))  # ascending-frequency order of the FFT bins
+    if cfg.max_doppler_hz is not None:  # crop before taking magnitudes: less work
+        rows = rows[np.abs(freqs[rows]) <= cfg.max_doppler_hz]
+    return freqs[rows], times, np.abs(z[..., rows, :])
 
 
 def magnitude_to_unit(mag: np.ndarray, dynamic_range_db: float = 60.0, eps: float = 1e-12) -> np.ndarray:
