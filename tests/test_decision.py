@@ -1,0 +1,170 @@
+"""The phase-1 decision rule, the baseline search and the `python -m mdvq.decide` command line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mdvq.data.errors import DataError
+from mdvq.decide import main
+from mdvq.decision import (
+    decide,
+    find_latest_baseline,
+    load_summary,
+    write_decision,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_summary(run_dir: Path, model: str, metrics: dict, data_key="dk1", finished_at=None):
+    """A minimal summary.json as mdvq.run writes it (phase-1 contract)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "model": model,
+        "metrics": metrics,
+        "data_key": data_key,
+        "run_dir": str(run_dir),
+        "finished_at": finished_at or "2025-01-01T00:00:00",
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+def test_vq_wins_only_when_both_conditions_hold():
+    d = decide(psnr_vq=25.0, usage_vq=0.9, psnr_kl=20.0)
+    assert d.verdict == "vqvae" and d.continue_vq
+    assert d.psnr_required == pytest.approx(22.0)
+    assert decide(25.0, 0.5, 20.0).verdict == "klvae"  # usage too low
+    assert decide(21.0, 0.9, 20.0).verdict == "klvae"  # better, but by less than 10 %
+    assert decide(18.0, 1.0, 20.0).verdict == "klvae"  # worse
+
+
+def test_boundaries_are_strict():
+    assert decide(22.0, 0.9, 20.0).verdict == "klvae"  # exactly +10 %
+    assert decide(33.0, 0.9, 30.0).verdict == "klvae"  # exactly +10 % (1.1 * 30 rounds to 33.0)
+    assert decide(22.01, 0.9, 20.0).verdict == "vqvae"
+    assert decide(25.0, 0.8, 20.0).verdict == "klvae"  # usage exactly 0.8
+    assert decide(25.0, 4 / 5, 20.0).verdict == "klvae"
+    assert decide(25.0, 0.8 + 1e-15, 20.0).verdict == "klvae"  # 0.8 up to float rounding
+    assert decide(25.0, 0.801, 20.0).verdict == "vqvae"
+
+
+def test_margin_and_threshold_are_arguments():
+    assert decide(21.0, 0.6, 20.0, psnr_margin=0.0, usage_threshold=0.5).verdict == "vqvae"
+    assert decide(25.0, 0.9, 20.0, psnr_margin=0.3).verdict == "klvae"
+
+
+def test_reasons_name_the_figures():
+    d = decide(21.0, 0.5, 20.0)
+    text = " ".join(d.reasons)
+    assert "21.00 dB" in text and "22.00 dB" in text and "0.500" in text and "KL-VAE" in text
+
+
+def test_bad_figures_raise():
+    with pytest.raises(ValueError, match="psnr_vq"):
+        decide(float("nan"), 0.9, 20.0)
+    with pytest.raises(ValueError, match="usage_vq"):
+        decide(25.0, 1.5, 20.0)
+    with pytest.raises(ValueError, match="psnr_kl"):
+        decide(25.0, 0.9, 0.0)
+
+
+def test_write_decision_writes_every_figure(tmp_path):
+    path = write_decision(decide(25.0, 0.9, 20.0), tmp_path)
+    assert path == tmp_path / "decision.json"
+    data = json.loads(path.read_text())
+    assert data["verdict"] == "vqvae" and data["continue_vq"] is True
+    assert data["psnr_vq"] == 25.0 and data["psnr_kl"] == 20.0 and data["usage_vq"] == 0.9
+    assert data["psnr_margin"] == 0.1 and data["usage_threshold"] == 0.8
+    assert data["psnr_required"] == pytest.approx(22.0)
+    assert len(data["reasons"]) == 3
+
+
+def test_find_latest_baseline_picks_the_newest_with_the_same_data_key(tmp_path):
+    root = tmp_path / "outputs"
+    write_summary(root / "old", "klvae", {"test/psnr": 20}, "dk1", "2025-01-01T10:00:00")
+    newest = write_summary(
+        root / "d" / "new", "klvae", {"test/psnr": 21}, "dk1", "2025-01-02T09:00:00"
+    )
+    write_summary(root / "other", "klvae", {"test/psnr": 22}, "dk2", "2025-03-01T00:00:00")
+    write_summary(root / "vq", "vqvae", {"test/psnr": 23}, "dk1", "2025-04-01T00:00:00")
+    (root / "broken").mkdir()
+    (root / "broken" / "summary.json").write_text("{not json")
+    assert find_latest_baseline(root, "dk1") == newest / "summary.json"
+    assert (
+        find_latest_baseline([tmp_path / "missing", root], "dk2") == root / "other" / "summary.json"
+    )
+    assert find_latest_baseline(root, "dk1", model="vqvae") == root / "vq" / "summary.json"
+    assert find_latest_baseline(root, "dk3") is None
+
+
+def test_find_latest_baseline_compares_timezones(tmp_path):
+    # 10:00+02:00 is 08:00 UTC, earlier than 09:00Z
+    write_summary(tmp_path / "a", "klvae", {}, "dk", "2025-01-01T10:00:00+02:00")
+    write_summary(tmp_path / "b", "klvae", {}, "dk", "2025-01-01T09:00:00Z")
+    assert find_latest_baseline(tmp_path, "dk") == tmp_path / "b" / "summary.json"
+
+
+def test_load_summary_errors_name_the_file(tmp_path):
+    with pytest.raises(DataError, match="summary.json") as err:
+        load_summary(tmp_path)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_cli_writes_decision_json(tmp_path, capsys):
+    vq = write_summary(tmp_path / "vq", "vqvae", {"test/psnr": 30.0, "test/codebook_usage": 0.95})
+    kl = write_summary(tmp_path / "kl", "klvae", {"test/psnr": 25.0})
+    assert main([str(vq), str(kl)]) == 0
+    out = capsys.readouterr().out
+    assert "decision: vqvae" in out
+    data = json.loads((vq / "decision.json").read_text())
+    assert data["verdict"] == "vqvae" and data["kl_run"] == str(kl) and data["vq_run"] == str(vq)
+    # thresholds from the command line; --out elsewhere
+    target = tmp_path / "d.json"
+    argv = [str(vq), str(kl / "summary.json"), "--out", str(target), "--psnr-margin", "0.25"]
+    assert main(argv) == 0
+    assert json.loads(target.read_text())["verdict"] == "klvae"  # 30 is not > 31.25
+
+
+def test_cli_errors_name_the_missing_file_or_key(tmp_path, capsys):
+    vq = write_summary(tmp_path / "vq", "vqvae", {"test/psnr": 30.0})  # no codebook usage
+    kl = write_summary(tmp_path / "kl", "klvae", {"test/psnr": 25.0})
+    assert main([str(vq), str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "summary.json" in err
+    assert main([str(vq), str(kl)]) == 2
+    err = capsys.readouterr().err
+    assert "test/codebook_usage" in err and str(vq / "summary.json") in err
+    assert main([str(kl), str(vq)]) == 2  # swapped
+    assert "swapped" in capsys.readouterr().err
+    assert not (vq / "decision.json").exists()
+
+
+def test_cli_runs_as_a_module(tmp_path):
+    vq = write_summary(tmp_path / "vq", "vqvae", {"test/psnr": 21.0, "test/codebook_usage": 0.9})
+    kl = write_summary(tmp_path / "kl", "klvae", {"test/psnr": 20.0})
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.run(
+        [sys.executable, "-m", "mdvq.decide", str(vq), str(kl)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "decision: klvae" in run.stdout
+    assert json.loads((vq / "decision.json").read_text())["verdict"] == "klvae"
+    missing = subprocess.run(
+        [sys.executable, "-m", "mdvq.decide", str(tmp_path / "none"), str(kl)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 2 and "summary.json" in missing.stderr
