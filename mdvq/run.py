@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -25,11 +26,24 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("mdvq.run")
 
 
+def build(node: DictConfig, **kwargs):
+    """`hydra.utils.instantiate`, re-raising a configuration error (ValueError, TypeError) as
+    itself rather than wrapped in Hydra's InstantiationException, so the message naming the
+    offending key is the one the user sees."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
+            raise cause from None
+        raise
+
+
 def instantiate_collection(cfg: DictConfig | None) -> list:
     """Instantiate every entry with a `_target_` in a group such as `callbacks` or `logger`."""
     if not cfg:
         return []
-    return [instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+    return [build(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
 def train(cfg: DictConfig) -> dict:
@@ -38,11 +52,11 @@ def train(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data.datamodule)
-    model = instantiate(cfg.model)
+    datamodule = build(cfg.data.datamodule)
+    model = build(cfg.model)
     callbacks = instantiate_collection(cfg.get("callbacks"))
     loggers = instantiate_collection(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -116,7 +130,7 @@ def preview(cfg: DictConfig) -> Path:
     """Write `preview.png` (one example per class, physical axes) to the run folder."""
     from mdvq.data.preview import write_preview
 
-    datamodule = instantiate(cfg.data.datamodule)
+    datamodule = build(cfg.data.datamodule)
     return write_preview(datamodule, Path(cfg.paths.output_dir) / "preview.png")
 
 
@@ -124,7 +138,7 @@ def phase1(cfg: DictConfig) -> dict:
     """Train the KL-VAE, then the VQ-VAE against it on the same data and split; write the decision."""
     from hydra import compose
 
-    from mdvq.decision import decide, load_summary, write_decision
+    from mdvq.decision import decide_runs, write_decision
 
     out_dir = Path(cfg.paths.output_dir)
     user = [o for o in HydraConfig.get().overrides.task if not o.split("=")[0].lstrip("+~") in ("model", "task")]
@@ -135,13 +149,9 @@ def phase1(cfg: DictConfig) -> dict:
             extra.append(f"callbacks.decision_rule.baseline={out_dir / 'klvae'}")
         run_cfg = compose(config_name="config", overrides=user + extra)
         runs[name] = train(run_cfg)
-    kl, vq = load_summary(out_dir / "klvae"), load_summary(out_dir / "vqvae")
-    verdict = decide(
-        psnr_vq=vq["metrics"]["test/psnr"], usage_vq=vq["metrics"]["test/codebook_usage"],
-        psnr_kl=kl["metrics"]["test/psnr"],
-        psnr_margin=cfg.callbacks.decision_rule.psnr_margin,
-        usage_threshold=cfg.callbacks.decision_rule.usage_threshold,
-    )
+    verdict = decide_runs(out_dir / "vqvae", out_dir / "klvae",
+                          psnr_margin=cfg.callbacks.decision_rule.psnr_margin,
+                          usage_threshold=cfg.callbacks.decision_rule.usage_threshold)
     write_decision(verdict, out_dir / "decision.json")
     log.info("phase 1 decision: %s", verdict)
     return runs

@@ -89,3 +89,18 @@ def test_datamodule_rejects_nan_naming_the_source():
     data.images[3, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or inf"):
         SpectrogramDataModule(InMemorySource(data)).setup()
+
+
+def test_training_order_depends_only_on_seed_and_epoch():
+    from mdvq.data.datamodule import EpochShuffleSampler
+
+    a, b = EpochShuffleSampler(50, seed=7), EpochShuffleSampler(50, seed=7)
+    first = list(a)
+    a.set_epoch(1)
+    second = list(a)
+    b.set_epoch(1)
+    assert sorted(first) == list(range(50)) and first != second and list(b) == second
+    dm = SpectrogramDataModule(InMemorySource(make_set()), image_size=(16, 16), shuffle_seed=3)
+    y1 = torch.cat([y for _, y in dm.train_dataloader()])
+    y2 = torch.cat([y for _, y in dm.train_dataloader()])
+    assert torch.equal(y1, y2)

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from mdvq.data.dataset import SpectrogramSet, cache_key
 from mdvq.data.spectrogram import resize_spectrogram
@@ -21,6 +21,27 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """Random order that depends only on (seed, epoch): a run resumed from a checkpoint sees the
+    same batches as an uninterrupted one. Lightning calls `set_epoch` before every epoch."""
+
+    def __init__(self, num_examples: int, seed: int):
+        self.num_examples = int(num_examples)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of `epoch`."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_examples, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
 class SpectrogramDataModule(L.LightningDataModule):
     """Loads a spectrogram source once, resizes to `image_size`, splits and serves batches.
 
@@ -29,6 +50,8 @@ class SpectrogramDataModule(L.LightningDataModule):
     image_size: (F, T) the models see; examples are resized with area-weighted interpolation.
     val_fraction, test_fraction: split sizes; the rest trains. split_seed fixes the split.
     subject_disjoint: keep each subject in one split when the source gives subject ids.
+    shuffle_seed: seed of the per-epoch training order (None: torch's initial seed, i.e. the
+      run's `seed`), so resumed runs see the same batches as uninterrupted ones.
     Batches are `(x, label)`: x float32 `(B, C, F, T)` in [-1,1] (`2*x01 - 1`), label int64 `(B,)`.
     After `setup()`: `class_names`, `freqs_hz`/`times_s` (axes of the resized rows/columns, or
     None), `data_key` (identifies the data and the split) and `split_counts`.
@@ -47,6 +70,7 @@ class SpectrogramDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        shuffle_seed: int | None = None,
     ):
         super().__init__()
         if len(image_size) != 2 or any(int(s) <= 0 for s in image_size):
@@ -66,6 +90,7 @@ class SpectrogramDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.shuffle_seed = shuffle_seed
         self.class_names: list[str] = []
         self.freqs_hz: np.ndarray | None = None
         self.times_s: np.ndarray | None = None
@@ -116,10 +141,15 @@ class SpectrogramDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
+        dataset = self.datasets[split]
+        sampler = None
+        if shuffle:
+            seed = torch.initial_seed() if self.shuffle_seed is None else self.shuffle_seed
+            sampler = EpochShuffleSampler(len(dataset), seed % (2**31))
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

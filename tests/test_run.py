@@ -1,0 +1,245 @@
+"""End-to-end tests of `mdvq.run` through the real Hydra config, shrunk to tiny settings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from mdvq.run import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+TINY_MODEL = [
+    "model.block_out_channels=[8,16]",
+    "model.down_block_types=[DownEncoderBlock2D,DownEncoderBlock2D]",
+    "model.up_block_types=[UpDecoderBlock2D,UpDecoderBlock2D]",
+    "model.norm_num_groups=4",
+    "model.latent_channels=4",
+    "model.mid_block_add_attention=false",
+]
+TINY_VQ = ["model.num_vq_embeddings=16", "model.vq_embed_dim=4"]
+
+
+def tiny_overrides(tmp: Path, model: str = "vqvae", data_cache: Path | None = None) -> list[str]:
+    """Overrides for a run on 8 simulated examples per class at 16x16 with a tiny model."""
+    return [
+        f"model={model}",
+        "data=radar",
+        "data.image_size=[16,16]",
+        "data.datamodule.source.num_per_class=8",
+        "data.datamodule.source.num_subjects=8",
+        "data.datamodule.source.progress=false",
+        "data.datamodule.batch_size=8",
+        f"paths.output_root={tmp}",
+        f"paths.output_dir={tmp / 'run'}",
+        f"paths.cache_dir={data_cache or tmp / 'cache'}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        *TINY_MODEL,
+        *(TINY_VQ if model == "vqvae" else []),
+    ]
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory) -> Path:
+    """One shared simulated cache for every test of this module (generated once)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("group, options", [
+    ("data", ["radar", "glasgow", "folder", "arrays"]),
+    ("model", ["vqvae", "klvae", "vqvae_large"]),
+    ("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu", "multinode"]),
+    ("logger", ["csv", "wandb", "tensorboard"]),
+    ("experiment", ["phase1"]),
+    ("debug", ["fdr", "limit", "overfit"]),
+])
+def test_every_config_option_composes_and_resolves(tmp_path, group, options):
+    for option in options:
+        cfg = compose_cfg([f"{group}={option}", "data.root=/somewhere", f"paths.output_dir={tmp_path}",
+                           "+data.labels_path=null"] if group == "data" and option != "radar"
+                          else [f"{group}={option}", f"paths.output_dir={tmp_path}"])
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+        assert cfg.data.datamodule._target_.endswith("SpectrogramDataModule")
+
+
+def test_missing_data_root_is_named(tmp_path):
+    cfg = compose_cfg(["data=glasgow", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(Exception, match="data.root"):
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def test_fit_test_export_and_summary(tmp_path, data_cache):
+    cfg = compose_cfg(tiny_overrides(tmp_path, data_cache=data_cache) + ["debug=limit"])
+    summary = train(cfg)
+    run = tmp_path / "run"
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["status"] == "finished" and on_disk["model"] == "vqvae"
+    for key in ("test/psnr", "test/ssim", "test/codebook_usage", "test/perplexity", "val/psnr"):
+        assert key in on_disk["metrics"], key
+    assert 0 < on_disk["metrics"]["test/codebook_usage"] <= 1
+    assert on_disk["data_key"].startswith("radar-") and on_disk["wall_time_s"] > 0
+    assert Path(on_disk["checkpoints"]["last"]).exists() and Path(on_disk["checkpoints"]["best"]).exists()
+    assert on_disk["config"]["model"]["num_vq_embeddings"] == 16
+    # the autoencoder reloads with diffusers alone
+    from diffusers import VQModel
+
+    vq = VQModel.from_pretrained(on_disk["pretrained_dir"])
+    assert vq.config.num_vq_embeddings == 16
+    rows = list(csv.DictReader(open(run / "csv" / "version_0" / "metrics.csv")))
+    assert any(r.get("val/psnr") for r in rows)
+    assert list((run / "figures").glob("spectrograms_val_epoch*.png"))
+    assert summary["metrics"]["test/psnr"] == on_disk["metrics"]["test/psnr"]
+
+
+def test_config_that_cannot_work_fails_before_training(tmp_path, data_cache):
+    cfg = compose_cfg(tiny_overrides(tmp_path, data_cache=data_cache) + ["model.norm_num_groups=3"])
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    cfg = compose_cfg(tiny_overrides(tmp_path, data_cache=data_cache) + ["data.image_size=[17,16]"])
+    with pytest.raises(ValueError, match="data.image_size"):
+        train(cfg)
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path, data_cache, monkeypatch):
+    from mdvq.models import VQVAEModule
+
+    overrides = tiny_overrides(tmp_path, data_cache=data_cache) + [
+        "trainer.max_epochs=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    original = VQVAEModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        if self.current_epoch == 1:  # epoch 0 trains and checkpoints normally
+            batch = (torch.full_like(batch[0], float("nan")), batch[1])
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(VQVAEModule, "training_step", poisoned)
+    with pytest.raises(FloatingPointError, match="(?i)nan|inf"):
+        train(compose_cfg(overrides))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "FloatingPointError" in summary["error"]
+    last = torch.load(summary["checkpoints"]["last"], map_location="cpu", weights_only=False)
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data_cache):
+    common = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "test=false",
+              "export=false", "trainer.deterministic=true", "~callbacks.spectrogram_grid",
+              "callbacks.codebook_monitor.log_histogram=false"]
+    full = compose_cfg(tiny_overrides(tmp_path / "full", data_cache=data_cache) + common
+                       + ["trainer.max_epochs=2"])
+    train(full)
+    part = compose_cfg(tiny_overrides(tmp_path / "part", data_cache=data_cache) + common
+                       + ["trainer.max_epochs=1"])
+    first = train(part)
+    resumed = compose_cfg(tiny_overrides(tmp_path / "part", data_cache=data_cache) + common
+                          + ["trainer.max_epochs=2", f"ckpt_path={first['checkpoints']['last']}"])
+    train(resumed)
+    a = torch.load(tmp_path / "full/run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    b = torch.load(tmp_path / "part/run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 6
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(v, b["state_dict"][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def wandb_history_keys(run_file: Path) -> set[str]:
+    """Metric keys in the history records of an offline W&B run file (.wandb).
+
+    The file is W&B's LevelDB-style log: a 7-byte header, then 32 KiB blocks of records
+    (crc u32, length u16, type u8, payload; type 1 = full, 2/3/4 = first/middle/last chunk)
+    whose payloads are `wandb_internal_pb2.Record` protobufs.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    raw, pos, block, chunk, keys = run_file.read_bytes(), 7, 32768, b"", set()
+    assert raw[:4] == b":W&B"
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        chunk += raw[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            if record.WhichOneof("record_type") == "history":
+                keys.update(i.key or "/".join(i.nested_key) for i in record.history.item)
+    return keys
+
+
+def test_wandb_offline_run_logs_metrics(tmp_path, data_cache, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg(tiny_overrides(tmp_path, data_cache=data_cache) + [
+        "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"])
+    train(cfg)
+    import wandb
+
+    wandb.finish()
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "one offline run folder"
+    (run_file,) = runs[0].glob("run-*.wandb")
+    keys = wandb_history_keys(run_file)
+    assert {"train/loss", "val/psnr", "test/psnr", "test/codebook_usage"} <= keys, keys
+    # images: the spectrogram grid and the code-use histogram (W&B stores image metadata keys)
+    assert {"val/spectrograms/_type", "test/code_use/_type"} <= keys, keys
+
+
+def run_cli(args: list[str], cwd: Path, timeout=600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_preview_command_writes_png(tmp_path, data_cache):
+    overrides = [o for o in tiny_overrides(tmp_path, data_cache=data_cache) if not o.startswith("model.")]
+    proc = run_cli(["mdvq.run", "task=preview", *overrides], cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    png = tmp_path / "run" / "preview.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_phase1_experiment_writes_the_decision(tmp_path, data_cache):
+    # the common tiny-model overrides apply to both models; K stays at its default
+    overrides = [o for o in tiny_overrides(tmp_path, model="klvae", data_cache=data_cache)
+                 if not o.startswith(("model=", "paths.output_dir"))]
+    overrides += ["experiment=phase1", f"hydra.run.dir={tmp_path / 'phase1'}", "debug=limit",
+                  "~callbacks.spectrogram_grid"]
+    proc = run_cli(["mdvq.run", *overrides], cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "phase1"
+    decision = json.loads((out / "decision.json").read_text())
+    kl = json.loads((out / "klvae" / "summary.json").read_text())
+    vq = json.loads((out / "vqvae" / "summary.json").read_text())
+    assert kl["data_key"] == vq["data_key"]
+    assert decision["psnr_kl"] == pytest.approx(kl["metrics"]["test/psnr"])
+    assert decision["psnr_vq"] == pytest.approx(vq["metrics"]["test/psnr"])
+    expect = (vq["metrics"]["test/psnr"] > 1.1 * kl["metrics"]["test/psnr"]
+              and vq["metrics"]["test/codebook_usage"] > 0.8)
+    assert decision["verdict"] == ("vqvae" if expect else "klvae")
+    assert (out / "vqvae" / "decision.json").exists(), "the callback wrote the decision in the VQ run"
