@@ -54,6 +54,10 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data.datamodule)
     model = build(cfg.model)
+    # A model that trains on something derived from the spectrograms (the VQ-Diffusion prior
+    # on cached code maps) wraps the datamodule: `model.wrap_datamodule(dm) -> LightningDataModule`.
+    if callable(getattr(model, "wrap_datamodule", None)):
+        datamodule = model.wrap_datamodule(datamodule)
     callbacks = instantiate_collection(cfg.get("callbacks"))
     loggers = instantiate_collection(cfg.get("logger"))
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -17,6 +17,7 @@ Codebook distances are computed in float32 with autocast off.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -200,14 +201,20 @@ class VQVAEModule(LightningModule):
         z_q = self.model.quantize.get_codebook_entry(indices.reshape(-1), (b, h, w, self.code_dim))
         return self.decode_latents(z_q)
 
+    def to_diffusers(self) -> VQModel:
+        """A stand-alone diffusers ``VQModel`` (a copy, in eval mode) that encodes, quantises and
+        decodes exactly as this module does at inference."""
+        model = copy.deepcopy(self.model).eval()
+        return model
+
     def export_pretrained(self, directory: str | Path) -> Path:
-        """Save the ``VQModel`` with ``save_pretrained`` (loadable by ``VQModel.from_pretrained``).
+        """Save :meth:`to_diffusers` with ``save_pretrained`` (``VQModel.from_pretrained`` loads it).
 
         Note: diffusers does not store the quantiser's ``legacy``/``beta`` training flags; a
         reloaded model reconstructs identically but would train with diffusers' defaults.
         """
         directory = Path(directory)
-        self.model.save_pretrained(directory)
+        self.to_diffusers().save_pretrained(directory)
         return directory
 
     # ----------------------------------------------------------------------------- training
