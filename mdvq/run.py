@@ -79,6 +79,9 @@ def train(cfg: DictConfig) -> dict:
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
         log.error("run failed: %s (checkpoints kept in %s)", err, out_dir / "checkpoints")
         raise
+    except BaseException as err:  # Ctrl-C, SIGTERM (timeout, SLURM preemption)
+        summary.update(status="interrupted", error=f"{type(err).__name__}: {err}")
+        raise
     finally:
         summary.update(
             metrics=metrics,
@@ -162,8 +165,16 @@ def phase1(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry; returns `cfg.optimized_metric` of the run for sweepers (None if unset)."""
+def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    """Hydra entry; returns `cfg.optimized_metric` of the run for sweepers: a float for one key,
+    a tuple for a list of keys (multi-objective Optuna), None if unset.
+
+    A failed run always leaves a `status: failed` summary.json in its folder (also when it
+    failed before training, e.g. on a bad config) and re-raises: Hydra's basic sweeper then
+    finishes the batch and exits non-zero, and the Optuna sweeper records a failed trial. A
+    missing or non-finite objective raises too, as a NaN returned to Optuna 2.x crashes the
+    study instead of failing the trial.
+    """
     task = cfg.get("task", "fit")
     if task == "preview":
         log.info("preview written to %s", preview(cfg))
@@ -173,14 +184,42 @@ def main(cfg: DictConfig) -> float | None:
         return None
     if task != "fit":
         raise ValueError(f"task must be one of fit, preview, phase1; got {task!r}")
-    summary = train(cfg)
-    key = cfg.get("optimized_metric")
-    if key:
+    started = time.time()
+    try:
+        summary = train(cfg)
+    except Exception as err:
+        out_dir = Path(cfg.paths.output_dir)
+        written = out_dir / "summary.json"
+        if not written.exists() or written.stat().st_mtime < started:  # failed before train() wrote it
+            from hydra.utils import get_class
+            from omegaconf.errors import OmegaConfBaseException
+
+            try:
+                kind = get_class(cfg.model._target_).model_kind
+            except (ImportError, ValueError, AttributeError, OmegaConfBaseException):
+                kind = str(cfg.model.get("_target_", "unknown")).rsplit(".", 1)[-1]
+            try:
+                config = OmegaConf.to_container(cfg, resolve=True)
+            except OmegaConfBaseException:
+                config = OmegaConf.to_container(cfg, resolve=False)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _write_summary({"model": kind, "status": "failed", "error": f"{type(err).__name__}: {err}",
+                            "run_dir": str(out_dir.resolve()), "metrics": {}, "wall_time_s": None,
+                            "finished_at": datetime.now(timezone.utc).isoformat(), "config": config},
+                           written)
+        raise
+    keys = cfg.get("optimized_metric")
+    if not keys:
+        return None
+    values = []
+    for key in [keys] if isinstance(keys, str) else list(keys):
         value = summary["metrics"].get(key)
         if value is None:
             raise KeyError(f"optimized_metric {key!r} was not logged; logged: {sorted(summary['metrics'])}")
-        return value if math.isfinite(value) else float("nan")
-    return None
+        if not math.isfinite(value):
+            raise ValueError(f"optimized_metric {key!r} is {value} (not finite) in {summary['run_dir']}")
+        values.append(value)
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 if __name__ == "__main__":

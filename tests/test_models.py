@@ -11,11 +11,13 @@ import lightning as L
 import pytest
 import torch
 from diffusers import AutoencoderKL, VQModel
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from mdvq.models import KLVAEModule, VQVAEModule, check_autoencoder_config
+from mdvq.models.codebook import PLAIN, RECOMMENDED
 from mdvq.models.losses import log_spectrum, reconstruction_terms
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -103,10 +105,11 @@ def psnr01(recon01: torch.Tensor, target01: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- yaml configs
 def load_model_cfg(name: str, image_size=(32, 32), **overrides):
     """``conf/model/<name>.yaml`` with ``data.image_size`` filled in and keys overridden."""
-    root = OmegaConf.create({"data": {"image_size": list(image_size)}})
-    root.model = OmegaConf.load(CONF / f"{name}.yaml")
-    root.model = OmegaConf.merge(root.model, overrides)
-    return root.model
+    with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"model={name}", "data=radar"])
+    cfg.data.image_size = list(image_size)
+    cfg.model = OmegaConf.merge(cfg.model, overrides)
+    return cfg.model
 
 
 @pytest.mark.parametrize("name", ["vqvae.yaml", "klvae.yaml", "vqvae_large.yaml"])
@@ -206,6 +209,7 @@ def test_yaml_fast_dev_run_contract_and_checkpoint(name, tmp_path):
 def test_vq_terms_follow_the_paper_commitment_cost():
     """codebook ||sg(z) - e||^2 has weight 1, commitment ||z - sg(e)||^2 weight beta (hand values)."""
     m = VQVAEModule(
+        codebook=PLAIN,
         block_out_channels=(8,),
         norm_num_groups=4,
         latent_channels=2,
@@ -237,8 +241,9 @@ def test_vq_terms_follow_the_paper_commitment_cost():
     torch.testing.assert_close(m.quantizer.embedding.weight.grad, expected)
 
 
-def test_quantize_is_float32_under_autocast():
-    m = VQVAEModule(**TINY, num_vq_embeddings=16)
+@pytest.mark.parametrize("codebook", [PLAIN, RECOMMENDED], ids=["plain", "recommended"])
+def test_quantize_is_float32_under_autocast(codebook):
+    m = VQVAEModule(**TINY, num_vq_embeddings=16, codebook=codebook).eval()  # eval: no updates
     z = torch.randn(2, 16, 8, 8)
     ref = m.quantize(z)[1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -345,15 +350,19 @@ def test_attention_block_types_accepted_by_the_check_run():
 
 
 # --------------------------------------------------------------------------- export, indices
-def test_vq_export_pretrained_and_index_round_trip(tmp_path):
+@pytest.mark.parametrize("codebook", [PLAIN, RECOMMENDED], ids=["plain", "recommended"])
+def test_vq_export_pretrained_and_index_round_trip(tmp_path, codebook):
     torch.manual_seed(0)
-    m = VQVAEModule(**TINY, num_vq_embeddings=64).eval()
+    m = VQVAEModule(**TINY, num_vq_embeddings=64, codebook=codebook).eval()
     x = torch.rand(3, 1, 32, 32) * 2 - 1
     m.export_pretrained(tmp_path / "vq")
     loaded = VQModel.from_pretrained(tmp_path / "vq").eval()
     with torch.no_grad():
+        # same codes; diffusers' quantiser adds z + (e - z) even at inference (rounding ~1e-6)
+        assert torch.equal(loaded.quantize(loaded.encode(x).latents)[2][2].reshape(3, 8, 8),
+                           m.encode_indices(x))
         torch.testing.assert_close(
-            loaded(x).sample.clamp(-1, 1), m.reconstruct(x), rtol=0, atol=1e-6
+            loaded(x).sample.clamp(-1, 1), m.reconstruct(x), rtol=0, atol=1e-5
         )
 
     out = m.validation_step((x, torch.zeros(3).long()), 0)
@@ -458,6 +467,7 @@ def test_short_training_lowers_loss_and_raises_psnr_vq():
         image_size=(32, 32),
         latent_channels=8,
         num_vq_embeddings=128,
+        codebook=PLAIN,  # the techniques are tested in test_codebook.py
     )
     (loss0, psnr0), (loss1, psnr1), lr_end = _train_and_measure(model, steps=100, lr=2e-3)
     assert loss1 < 0.5 * loss0, (loss0, loss1)

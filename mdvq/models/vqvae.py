@@ -13,6 +13,11 @@ Loss (VQ-VAE paper convention, DESIGN.md section 5)::
 diffusers builds the quantiser in *legacy* mode, where ``beta`` weights the codebook term
 instead; this module sets ``quantize.legacy = False`` and ``quantize.beta = commitment_cost``.
 Codebook distances are computed in float32 with autocast off.
+
+Codebook health (k-means init, dead-code restart, EMA, cosine and low-dimensional lookup) is
+switched on through ``codebook`` (:class:`mdvq.models.codebook.CodebookOptions`); then a
+:class:`~mdvq.models.codebook.CodebookQuantizer` replaces diffusers' quantiser in training and
+is folded back into a plain ``VQModel`` for export (:meth:`VQVAEModule.to_diffusers`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ import torch
 from diffusers import VQModel
 from lightning.pytorch import LightningModule
 
+from mdvq.models.codebook import (
+    RECOMMENDED,
+    CodebookOptions,
+    CodebookQuantizer,
+    fold_into_vqmodel,
+)
 from mdvq.models.config_checks import as_tuple, check_autoencoder_config, downsampling_factor
 from mdvq.models.losses import check_finite, configure_optimization, reconstruction_terms
 
@@ -37,6 +48,10 @@ class VQVAEModule(LightningModule):
     ``lookup_from_codebook`` is not exposed (the module decodes code vectors, not indices).
 
     Training arguments:
+        codebook: the codebook-health switches (a mapping of
+            :class:`~mdvq.models.codebook.CodebookOptions` fields, ``conf/model/codebook/``);
+            None takes ``codebook.RECOMMENDED`` (as ``conf/model/vqvae.yaml``); all switches off
+            (``codebook.PLAIN``) keeps diffusers' quantiser.
         commitment_cost: the VQ-VAE paper's weight on ``||z - sg(e)||^2`` (the codebook term
             has weight 1).
         recon_loss: ``"l1"`` or ``"l2"`` on [-1, 1] images.
@@ -74,6 +89,7 @@ class VQVAEModule(LightningModule):
         mid_block_add_attention: bool = True,
         force_upcast: bool = False,
         commitment_cost: float = 0.25,
+        codebook: dict | None = None,
         recon_loss: str = "l1",
         spectral_weight: float = 0.0,
         spectral_eps: float = 1e-2,
@@ -90,6 +106,10 @@ class VQVAEModule(LightningModule):
         vq_embed_dim = latent_channels if vq_embed_dim is None else vq_embed_dim
         sample_size = max(image_size) if sample_size is None and image_size else sample_size
         commitment_cost = float(commitment_cost)
+        codebook_options = (
+            RECOMMENDED if codebook is None else CodebookOptions.from_mapping(codebook)
+        )
+        codebook = codebook_options.as_dict()
         check_autoencoder_config(
             block_out_channels=block_out_channels,
             down_block_types=down_block_types,
@@ -133,12 +153,21 @@ class VQVAEModule(LightningModule):
         self.model.quantize.beta = commitment_cost
         self.num_codes = int(num_vq_embeddings)
         self.code_dim = int(vq_embed_dim)
+        self.codebook_options = codebook_options
+        self.codebook_quantizer: CodebookQuantizer | None = None
+        if not codebook_options.is_plain:
+            self.codebook_quantizer = CodebookQuantizer(
+                self.code_dim, self.num_codes, commitment_cost, codebook_options
+            )
+            # diffusers' own quantiser is bypassed: no gradients (DDP would flag them unused)
+            self.model.quantize.requires_grad_(False)
 
     # ----------------------------------------------------------------------------- network
     @property
     def quantizer(self) -> torch.nn.Module:
-        """The diffusers ``VectorQuantizer`` (codebook in ``.embedding.weight``, ``(K, D)``)."""
-        return self.model.quantize
+        """The active quantiser: the :class:`CodebookQuantizer` when a codebook-health switch
+        is on, else diffusers' ``VectorQuantizer`` (codebook in ``.embedding.weight``)."""
+        return self.codebook_quantizer or self.model.quantize
 
     def latent_shape(self, image_size: tuple[int, int]) -> tuple[int, int, int]:
         """``(D, h, w)`` of the quantised latents for an ``(F, T)`` image (D = ``vq_embed_dim``)."""
@@ -156,6 +185,8 @@ class VQVAEModule(LightningModule):
         detached weighted parts: ``codebook_loss = mean ||sg(z) - e||^2`` and
         ``commit_loss = commitment_cost * mean ||z - sg(e)||^2`` (means over all elements).
         """
+        if self.codebook_quantizer is not None:
+            return self.codebook_quantizer(z)
         with torch.autocast(device_type=z.device.type, enabled=False):
             zf = z.float()
             z_q, vq_loss, (_, _, idx) = self.model.quantize(zf)
@@ -197,6 +228,8 @@ class VQVAEModule(LightningModule):
             )
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
             raise ValueError(f"indices must lie in [0, {self.num_codes}), got values outside")
+        if self.codebook_quantizer is not None:
+            return self.decode_latents(self.codebook_quantizer.codes_to_latents(indices))
         b, h, w = indices.shape
         z_q = self.model.quantize.get_codebook_entry(indices.reshape(-1), (b, h, w, self.code_dim))
         return self.decode_latents(z_q)
@@ -204,8 +237,9 @@ class VQVAEModule(LightningModule):
     def to_diffusers(self) -> VQModel:
         """A stand-alone diffusers ``VQModel`` (a copy, in eval mode) that encodes, quantises and
         decodes exactly as this module does at inference."""
-        model = copy.deepcopy(self.model).eval()
-        return model
+        if self.codebook_quantizer is not None:
+            return fold_into_vqmodel(self.model, self.codebook_quantizer)
+        return copy.deepcopy(self.model).eval()
 
     def export_pretrained(self, directory: str | Path) -> Path:
         """Save :meth:`to_diffusers` with ``save_pretrained`` (``VQModel.from_pretrained`` loads it).
