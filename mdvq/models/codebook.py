@@ -123,7 +123,7 @@ PLAIN = CodebookOptions()
 """diffusers' quantiser unchanged (``conf/model/codebook/plain.yaml``)."""
 
 RECOMMENDED = CodebookOptions(
-    name="healthy", kmeans_init=True, kmeans_batches=4, restart_after_steps=100, ema_decay=0.99
+    name="healthy", kmeans_init=True, kmeans_batches=4, restart_after_steps=50, ema_decay=0.99
 )
 """The VQ-VAE default (``conf/model/codebook/healthy.yaml``), chosen from the sweep in
 ``experiments/codebook/``."""
