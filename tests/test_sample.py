@@ -1,0 +1,129 @@
+"""End to end: `mdvq.run model=vqdiffusion` on a tiny VQ-VAE run, then `python -m mdvq.sample`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_run import ROOT, compose_cfg, run_cli, tiny_overrides
+
+from mdvq.models.vqdiffusion import VQDiffusionModule, load_transformer
+from mdvq.run import train
+from mdvq.sample import main as sample_main
+from mdvq.sample import parse_args, resolve_checkpoint
+
+PRIOR = ["model.num_layers=1", "model.num_attention_heads=2", "model.attention_head_dim=16",
+         "model.num_train_timesteps=10", "model.sample_steps=5", "model.val_samples_per_class=1",
+         "model.scheduler.num_warmup_steps=2", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+
+
+def data_overrides(tmp: Path, cache: Path) -> list[str]:
+    """tiny_overrides of test_run (16x16 simulated data) without its VQ-VAE model keys."""
+    return [o for o in tiny_overrides(tmp, data_cache=cache) if not o.startswith("model")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny VQ-VAE run (fit + export), then a tiny prior run on its code maps."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    cache = tmp / "cache"
+    vq_cfg = compose_cfg(tiny_overrides(tmp / "vq", data_cache=cache) + [
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "test=false", "~callbacks.spectrogram_grid", "callbacks.codebook_monitor.log_histogram=false"])
+    vq_summary = train(vq_cfg)
+    prior_cfg = compose_cfg(data_overrides(tmp / "prior", cache) + [
+        "model=vqdiffusion", f"model.vqvae={tmp / 'vq' / 'run'}", *PRIOR])
+    # the model config selects the prior's callbacks (no phase-1 PSNR/codebook callbacks)
+    assert prior_cfg.callbacks.model_checkpoint.monitor == "val/vb"
+    assert "codebook_monitor" not in prior_cfg.callbacks
+    prior_summary = train(prior_cfg)
+    return {"tmp": tmp, "cache": cache, "vq": vq_summary, "prior": prior_summary,
+            "run": tmp / "prior" / "run"}
+
+
+def test_prior_run_trains_tests_exports_and_summarises(runs):
+    run = runs["run"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["model"] == "vqdiffusion"
+    for key in ("val/vb", "test/vb", "test/aux", "test/masked_acc", "train/loss"):
+        assert key in summary["metrics"], key
+    assert 0 < summary["metrics"]["test/vb"] < 20
+    assert summary["data_key"] == runs["vq"]["data_key"], "same data and split as the VQ-VAE"
+    assert summary["data"]["code_grid"] == [8, 8] and summary["data"]["num_codes"] == 16
+    assert Path(summary["checkpoints"]["best"]).exists() and Path(summary["checkpoints"]["last"]).exists()
+    assert list(runs["cache"].glob("tokens-*.npz")), "code maps cached next to the spectrograms"
+    assert list((run / "figures").glob("samples_val_epoch*.png"))
+    assert (run / "figures" / "samples_test.png").exists()
+    # the export reloads with diffusers alone and predicts like the module
+    pretrained = Path(summary["pretrained_dir"])
+    meta = json.loads((pretrained / "prior.json").read_text())
+    assert meta["null_class"] == 6 and len(meta["class_names"]) == 6 and meta["code_grid"] == [8, 8]
+    transformer = load_transformer(pretrained / "transformer")
+    assert all(b.norm1.emb.class_embedder.dropout_prob == 0 for b in transformer.transformer_blocks)
+    module = VQDiffusionModule.load_from_checkpoint(summary["checkpoints"]["best"],
+                                                    map_location="cpu").eval()
+    x_t = torch.randint(0, 17, (2, 64))
+    t, y = torch.tensor([0, 9]), torch.tensor([1, 6])
+    # best checkpoint == weights after test (test loads the best checkpoint before export)
+    torch.testing.assert_close(transformer(x_t, timestep=t, class_labels=y, return_dict=False)[0],
+                               module(x_t, t, y))
+    assert (pretrained / "vqvae" / "config.json").exists()
+    assert (pretrained / "scheduler" / "scheduler_config.json").exists()
+
+
+def test_sample_command_writes_the_sample_folder(runs):
+    out = runs["tmp"] / "samples"
+    proc = run_cli(["mdvq.sample", str(runs["run"]), "n_per_class=2", "guidance=2.0", "steps=3",
+                    "seed=7", f"out={out}"], cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = np.load(out / "samples.npy")
+    labels = np.load(out / "labels.npy")
+    meta = json.loads((out / "meta.json").read_text())
+    assert samples.dtype == np.float32 and samples.shape == (12, 1, 16, 16)
+    assert samples.min() >= 0 and samples.max() <= 1 and samples.std() > 0
+    assert labels.dtype == np.int64 and labels.tolist() == [c for c in range(6) for _ in range(2)]
+    names = meta["class_names"]
+    assert names[0] == "walking" and len(names) == 6
+    assert len(meta["freqs_hz"]) == 16 and len(meta["times_s"]) == 16
+    assert meta["freqs_hz"][0] < 0 < meta["freqs_hz"][-1]
+    assert (meta["steps"], meta["guidance"], meta["seed"]) == (3, 2.0, 7)
+    assert meta["checkpoint"].endswith(".ckpt") and meta["vqvae"] and meta["samples_per_second"] > 0
+    pngs = sorted(p.name for p in (out / "png").glob("*.png"))
+    assert pngs == sorted(f"{n}_{i}.png" for n in names for i in range(2))
+    first = np.asarray(Image.open(out / "png" / f"{names[0]}_0.png"))
+    # positive Doppler at the top of the picture: the last array row is the first picture row
+    np.testing.assert_allclose(first[0] / 255, samples[0, 0, -1], atol=1 / 255 + 1e-6)
+    grid = Image.open(out / "grid.png")
+    assert grid.size[0] > 300 and grid.size[1] > 300
+
+
+def test_sampling_is_reproducible_and_class_filtered(runs, tmp_path):
+    ckpt = resolve_checkpoint(runs["run"])
+    a = sample_main([str(ckpt), "n_per_class=1", "steps=2", "seed=3", "classes=falling,walking",
+                     f"out={tmp_path / 'a'}", "device=cpu"])
+    b = sample_main([str(ckpt), "n_per_class=1", "steps=2", "seed=3", "classes=falling,walking",
+                     f"out={tmp_path / 'b'}", "device=cpu"])
+    np.testing.assert_array_equal(np.load(a / "samples.npy"), np.load(b / "samples.npy"))
+    assert np.load(a / "labels.npy").tolist() == [5, 0]
+    assert sorted(p.name for p in (a / "png").iterdir()) == ["falling_0.png", "walking_0.png"]
+
+
+def test_sample_arguments_and_paths_are_checked(runs, tmp_path):
+    assert parse_args(["x.ckpt", "steps=4", "guidance=0.5"])[1]["steps"] == 4
+    with pytest.raises(ValueError, match="unknown argument 'step=4'"):
+        parse_args(["x.ckpt", "step=4"])
+    with pytest.raises(ValueError, match="usage"):
+        parse_args([])
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        resolve_checkpoint(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="'vqvae' run"):
+        resolve_checkpoint(runs["tmp"] / "vq" / "run")
+    with pytest.raises(ValueError, match="unknown"):
+        sample_main([str(runs["run"]), "classes=dancing", f"out={tmp_path}"])
+    with pytest.raises(ValueError, match="steps"):
+        sample_main([str(runs["run"]), "steps=11", f"out={tmp_path}"])
