@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import InMemorySource, make_set
+
 from mdvq.data.datamodule import SpectrogramDataModule
 from mdvq.data.splits import split_indices
 

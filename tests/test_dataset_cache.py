@@ -3,8 +3,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_set
+
 from mdvq.data.dataset import SpectrogramSet, load_or_build
 from mdvq.data.errors import DataError, load_each
 

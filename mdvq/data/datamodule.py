@@ -42,7 +42,24 @@ class EpochShuffleSampler(Sampler[int]):
         return self.num_examples
 
 
-class SpectrogramDataModule(L.LightningDataModule):
+class SplitLoaders:
+    """Lightning's three dataloader hooks from one ``_loader(split, shuffle)`` method: shuffled
+    training batches, validation and test batches in a fixed order."""
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in a fixed order."""
+        return self._loader("test", shuffle=False)
+
+
+class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
     """Loads a spectrogram source once, resizes to `image_size`, splits and serves batches.
 
     source: any object with `load() -> SpectrogramSet` (simulator, Glasgow files, image
@@ -155,18 +172,6 @@ class SpectrogramDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             drop_last=False,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in a fixed order."""
-        return self._loader("test", shuffle=False)
 
     def describe(self) -> dict:
         """Plain-dict description for run summaries: key, classes, split sizes, image size."""

@@ -55,7 +55,7 @@ def _split_by_class(labels, fractions, rng):
 def _count(n: int, frac: float) -> int:
     if frac == 0 or n < 3:
         return 0
-    return max(1, int(round(n * frac)))
+    return max(1, round(n * frac))
 
 
 def _split_by_subject(labels, subjects, fractions, rng):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mdvq.data.datamodule import SPLITS, EpochShuffleSampler
+from mdvq.data.datamodule import SPLITS, EpochShuffleSampler, SplitLoaders
 from mdvq.data.dataset import atomic_save_npz, cache_key
 from mdvq.models.pretrained import FrozenVQVAE
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 TOKEN_CACHE_VERSION = 1
 
 
-class TokenDataModule(L.LightningDataModule):
+class TokenDataModule(SplitLoaders, L.LightningDataModule):
     """Code maps of a spectrogram datamodule's splits, with the same labels, split and axes.
 
     Args:
@@ -194,18 +194,6 @@ class TokenDataModule(L.LightningDataModule):
             sampler = EpochShuffleSampler(len(dataset), seed % (2**31))
         return DataLoader(dataset, batch_size=self.batch_size if shuffle else self.eval_batch_size,
                           sampler=sampler, num_workers=self.num_workers, drop_last=False)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches `(codes, labels)`."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in a fixed order."""
-        return self._loader("test", shuffle=False)
 
     def describe(self) -> dict:
         """Plain-dict description for run summaries: the spectrogram data's plus the code maps'."""

@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from mdvq.models.config_checks import as_tuple
-from mdvq.models.losses import check_finite, configure_optimization
+from mdvq.models.losses import PartialOptimizers, check_finite
 
 STAGES = ("train", "val", "test")
 
@@ -39,7 +39,7 @@ def _conv_block(c_in: int, c_out: int, convs: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SpectrogramClassifier(LightningModule):
+class SpectrogramClassifier(PartialOptimizers, LightningModule):
     """CNN classifier of ``(x, y)`` batches, x ``(B, C, F, T)`` in [-1, 1], y int64 class ids.
 
     Network: one block per entry of ``channels`` (``convs_per_block`` 3x3 conv + BatchNorm +
@@ -169,12 +169,3 @@ class SpectrogramClassifier(LightningModule):
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         """As :meth:`validation_step`, logged under ``test/``."""
         return self._step(batch, batch_idx, "test")
-
-    def configure_optimizers(self) -> dict:
-        """Optimiser (and per-step schedule) from the ``optimizer``/``scheduler`` partials."""
-        return configure_optimization(
-            self.parameters(),
-            self.optimizer_factory,
-            self.scheduler_factory,
-            lambda: self.trainer.estimated_stepping_batches,
-        )

@@ -21,10 +21,10 @@ from diffusers import AutoencoderKL
 from lightning.pytorch import LightningModule
 
 from mdvq.models.config_checks import as_tuple, check_autoencoder_config, downsampling_factor
-from mdvq.models.losses import check_finite, configure_optimization, reconstruction_terms
+from mdvq.models.losses import PartialOptimizers, check_finite, reconstruction_terms
 
 
-class KLVAEModule(LightningModule):
+class KLVAEModule(PartialOptimizers, LightningModule):
     """Train a diffusers ``AutoencoderKL`` on ``(x, y)`` batches, x ``(B, C, F, T)`` in [-1, 1].
 
     Network arguments go unchanged to ``AutoencoderKL`` (``sample_size`` defaults to
@@ -224,12 +224,3 @@ class KLVAEModule(LightningModule):
     def test_step(self, batch, batch_idx: int) -> dict:
         """As :meth:`validation_step`, logged under ``test/``."""
         return self._eval_step(batch, batch_idx, "test")
-
-    def configure_optimizers(self) -> dict:
-        """Optimiser (and per-step schedule) from the ``optimizer``/``scheduler`` partials."""
-        return configure_optimization(
-            self.parameters(),
-            self.optimizer_factory,
-            self.scheduler_factory,
-            lambda: self.trainer.estimated_stepping_batches,
-        )

@@ -134,3 +134,19 @@ def configure_optimization(
         kwargs["num_training_steps"] = int(steps)
     sched = scheduler(optimizer=opt, **kwargs)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class PartialOptimizers:
+    """LightningModule mixin: ``configure_optimizers`` from ``self.optimizer_factory`` and
+    ``self.scheduler_factory`` (``functools.partial`` objects or None, see
+    :func:`configure_optimization`); the schedule's ``num_training_steps`` defaults to the
+    trainer's estimated optimiser steps."""
+
+    def configure_optimizers(self) -> dict:
+        """Optimiser (and per-step schedule) from the ``optimizer``/``scheduler`` partials."""
+        return configure_optimization(
+            self.parameters(),
+            self.optimizer_factory,
+            self.scheduler_factory,
+            lambda: self.trainer.estimated_stepping_batches,
+        )

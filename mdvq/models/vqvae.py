@@ -36,10 +36,10 @@ from mdvq.models.codebook import (
     fold_into_vqmodel,
 )
 from mdvq.models.config_checks import as_tuple, check_autoencoder_config, downsampling_factor
-from mdvq.models.losses import check_finite, configure_optimization, reconstruction_terms
+from mdvq.models.losses import PartialOptimizers, check_finite, reconstruction_terms
 
 
-class VQVAEModule(LightningModule):
+class VQVAEModule(PartialOptimizers, LightningModule):
     """Train a diffusers ``VQModel`` on ``(x, y)`` batches, x ``(B, C, F, T)`` in [-1, 1].
 
     Network arguments are passed unchanged to ``VQModel`` (see its documentation), except:
@@ -299,12 +299,3 @@ class VQVAEModule(LightningModule):
     def test_step(self, batch, batch_idx: int) -> dict:
         """As :meth:`validation_step`, logged under ``test/``."""
         return self._eval_step(batch, batch_idx, "test")
-
-    def configure_optimizers(self) -> dict:
-        """Optimiser (and per-step schedule) from the ``optimizer``/``scheduler`` partials."""
-        return configure_optimization(
-            self.parameters(),
-            self.optimizer_factory,
-            self.scheduler_factory,
-            lambda: self.trainer.estimated_stepping_batches,
-        )
