@@ -140,17 +140,18 @@ def _all_reduce(t: Tensor) -> Tensor:
     return t
 
 
-def sample_rows(samples: Tensor, num: int) -> Tensor:
+def sample_rows(samples: Tensor, num: int, generator: torch.Generator | None = None) -> Tensor:
     """``num`` rows drawn from ``samples`` ``(N, d)`` (without replacement when N >= num),
-    identical on every DDP rank (drawn from all ranks' samples); ``(num, d)``."""
+    identical on every DDP rank (drawn from all ranks' samples); ``(num, d)``. In a single
+    process the draw comes from ``generator`` (a CPU generator; None = torch's global one)."""
     if _distributed():
         return sample_vectors_distributed(samples[None], num)[0]
     n = samples.shape[0]
     if n >= num:
-        idx = torch.randperm(n, device=samples.device)[:num]
+        idx = torch.randperm(n, generator=generator)[:num]
     else:
-        idx = torch.randint(0, n, (num,), device=samples.device)
-    return samples[idx]
+        idx = torch.randint(0, n, (num,), generator=generator)
+    return samples[idx.to(samples.device)]
 
 
 class CodebookQuantizer(nn.Module):
@@ -193,7 +194,21 @@ class CodebookQuantizer(nn.Module):
         self.register_buffer("initted", torch.tensor(not opts.kmeans_init))
         self.register_buffer("steps_unused", torch.zeros(k, dtype=torch.long))
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
+        # k-means and restarts draw from a generator seeded by (this seed, training step), so a
+        # resumed run draws exactly what an uninterrupted one would (the seed follows torch's)
+        self.register_buffer("draw_seed", torch.randint(0, 2**31 - 1, ()))
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self._kmeans_pool: list[Tensor] = []
+
+    def get_extra_state(self) -> dict:
+        """Checkpointed with the weights: the encoder outputs pooled for a pending k-means init,
+        so a run resumed before the init happens initialises exactly as an uninterrupted one."""
+        return {"kmeans_pool": [t.cpu() for t in self._kmeans_pool]}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        device = self.embed.device
+        self._kmeans_pool = [t.to(device) for t in (state or {}).get("kmeans_pool", [])]
 
     # ------------------------------------------------------------------------------ lookup
     def codebook(self) -> Tensor:
@@ -244,6 +259,7 @@ class CodebookQuantizer(nn.Module):
             loss = codebook_loss + self.commitment_cost * commit
             if self.training:
                 self._update(flat.detach(), idx)
+                self.train_steps.add_(1)
             # straight-through in training; the code itself at inference (bit-exact exports)
             q_st = flat + (q - flat).detach() if self.training else q
             z_q = self.from_lookup(q_st, (b, h, w))
@@ -254,6 +270,11 @@ class CodebookQuantizer(nn.Module):
         return z_q, idx.reshape(b, h, w), loss, terms
 
     # --------------------------------------------------------------------------- updates
+    def _generator(self) -> torch.Generator:
+        """CPU generator for this training step's random draws (k-means seeds, restarts)."""
+        seed = int(self.draw_seed) * 1_000_003 + int(self.train_steps)
+        return torch.Generator().manual_seed(seed % (2**63 - 1))
+
     @torch.no_grad()
     def _collect_for_kmeans(self, flat: Tensor) -> None:
         self._kmeans_pool.append(flat)
@@ -268,7 +289,7 @@ class CodebookQuantizer(nn.Module):
         means, bins = kmeans(
             samples[None].float(), self.num_codes, self.options.kmeans_iters,
             use_cosine_sim=self.options.cosine,
-            sample_fn=lambda s, n: sample_rows(s[0], n)[None],
+            sample_fn=lambda s, n: sample_rows(s[0], n, self._generator())[None],
             all_reduce_fn=_all_reduce,
         )
         means, bins = means[0], bins[0].float()
@@ -315,7 +336,7 @@ class CodebookQuantizer(nn.Module):
         dead = self.steps_unused >= self.options.restart_after_steps
         num_dead = int(dead.sum())
         if num_dead:
-            new = sample_rows(flat, num_dead).to(self.embed.dtype)
+            new = sample_rows(flat, num_dead, self._generator()).to(self.embed.dtype)
             if self.options.cosine:
                 new = F.normalize(new, dim=-1)
             self.embed.data[dead] = new
