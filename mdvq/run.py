@@ -19,9 +19,10 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 log = logging.getLogger("mdvq.run")
 
@@ -47,27 +48,30 @@ def instantiate_collection(cfg: DictConfig | None) -> list:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit, test and export one model as configured; returns the run summary (also written)."""
+    """Fit, test and export one model as configured; returns the run summary (also written).
+
+    Every run leaves a `summary.json`, also one that fails while being built (a bad config):
+    status `failed` or `interrupted` (Ctrl-C, SIGTERM) with the error, then the error is raised.
+    """
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = build(cfg.data.datamodule)
-    model = build(cfg.model)
-    # A model that trains on something derived from the spectrograms (the VQ-Diffusion prior
-    # on cached code maps) wraps the datamodule: `model.wrap_datamodule(dm) -> LightningDataModule`.
-    if callable(getattr(model, "wrap_datamodule", None)):
-        datamodule = model.wrap_datamodule(datamodule)
-    callbacks = instantiate_collection(cfg.get("callbacks"))
-    loggers = instantiate_collection(cfg.get("logger"))
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-    summary = {"model": getattr(model, "model_kind", type(model).__name__), "status": "running",
-               "run_dir": str(out_dir.resolve())}
+    summary = {"model": _model_kind(cfg), "status": "running", "run_dir": str(out_dir.resolve())}
     metrics: dict[str, float] = {}
+    datamodule = model = trainer = None
     try:
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = build(cfg.data.datamodule)
+        model = build(cfg.model)
+        # A model that trains on something derived from the spectrograms (the VQ-Diffusion prior
+        # on cached code maps) wraps the datamodule: `model.wrap_datamodule(dm) -> DataModule`.
+        if callable(getattr(model, "wrap_datamodule", None)):
+            datamodule = model.wrap_datamodule(datamodule)
+        callbacks = instantiate_collection(cfg.get("callbacks"))
+        loggers = instantiate_collection(cfg.get("logger"))
+        trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        for lg in loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update(_floats(trainer.callback_metrics))
         if cfg.get("test"):
@@ -83,19 +87,38 @@ def train(cfg: DictConfig) -> dict:
         summary.update(status="interrupted", error=f"{type(err).__name__}: {err}")
         raise
     finally:
+        has_data = getattr(datamodule, "data_key", None) and hasattr(datamodule, "describe")
         summary.update(
             metrics=metrics,
             data_key=getattr(datamodule, "data_key", None),
-            data=datamodule.describe() if hasattr(datamodule, "describe") and datamodule.data_key else None,
+            data=datamodule.describe() if has_data else None,
             checkpoints={"best": _best_checkpoint(trainer), "last": _last_checkpoint(trainer)},
             wall_time_s=round(time.time() - started, 2),
             finished_at=datetime.now(timezone.utc).isoformat(),
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config=_config_dict(cfg),
         )
         if summary["status"] == "finished" and cfg.get("export") and hasattr(model, "export_pretrained"):
             summary["pretrained_dir"] = _export(model, out_dir / "pretrained")
         _write_summary(summary, out_dir / "summary.json")
     return summary
+
+
+def _model_kind(cfg: DictConfig) -> str:
+    """`model_kind` of the configured LightningModule class (e.g. "vqvae"), known before it is
+    built; else the class name of `model._target_`."""
+    target = str(cfg.model.get("_target_", "unknown"))
+    try:
+        return get_class(target).model_kind
+    except (ImportError, ValueError, AttributeError):
+        return target.rsplit(".", 1)[-1]
+
+
+def _config_dict(cfg: DictConfig) -> dict:
+    """The resolved config as plain data (unresolved where an interpolation cannot resolve)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 @rank_zero_only
@@ -169,9 +192,8 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     """Hydra entry; returns `cfg.optimized_metric` of the run for sweepers: a float for one key,
     a tuple for a list of keys (multi-objective Optuna), None if unset.
 
-    A failed run always leaves a `status: failed` summary.json in its folder (also when it
-    failed before training, e.g. on a bad config) and re-raises: Hydra's basic sweeper then
-    finishes the batch and exits non-zero, and the Optuna sweeper records a failed trial. A
+    A failed run leaves a `status: failed` summary.json (written by `train`) and re-raises:
+    Hydra's basic sweeper then finishes the batch and exits non-zero, and the Optuna sweeper records a failed trial. A
     missing or non-finite objective raises too, as a NaN returned to Optuna 2.x crashes the
     study instead of failing the trial.
     """
@@ -184,30 +206,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
         return None
     if task != "fit":
         raise ValueError(f"task must be one of fit, preview, phase1; got {task!r}")
-    started = time.time()
-    try:
-        summary = train(cfg)
-    except Exception as err:
-        out_dir = Path(cfg.paths.output_dir)
-        written = out_dir / "summary.json"
-        if not written.exists() or written.stat().st_mtime < started:  # failed before train() wrote it
-            from hydra.utils import get_class
-            from omegaconf.errors import OmegaConfBaseException
-
-            try:
-                kind = get_class(cfg.model._target_).model_kind
-            except (ImportError, ValueError, AttributeError, OmegaConfBaseException):
-                kind = str(cfg.model.get("_target_", "unknown")).rsplit(".", 1)[-1]
-            try:
-                config = OmegaConf.to_container(cfg, resolve=True)
-            except OmegaConfBaseException:
-                config = OmegaConf.to_container(cfg, resolve=False)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            _write_summary({"model": kind, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                            "run_dir": str(out_dir.resolve()), "metrics": {}, "wall_time_s": None,
-                            "finished_at": datetime.now(timezone.utc).isoformat(), "config": config},
-                           written)
-        raise
+    summary = train(cfg)
     keys = cfg.get("optimized_metric")
     if not keys:
         return None

@@ -29,24 +29,30 @@ TINY_MODEL = [
     "model.mid_block_add_attention=false",
 ]
 TINY_VQ = ["model.num_vq_embeddings=16", "model.vq_embed_dim=4"]
+TINY_DATA = [  # 8 simulated examples per class at 16x16
+    "data=radar",
+    "data.image_size=[16,16]",
+    "data.datamodule.source.num_per_class=8",
+    "data.datamodule.source.num_subjects=8",
+    "data.datamodule.source.progress=false",
+    "data.datamodule.batch_size=8",
+]
+TINY_TRAINER = [
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
 def tiny_overrides(tmp: Path, model: str = "vqvae", data_cache: Path | None = None) -> list[str]:
     """Overrides for a run on 8 simulated examples per class at 16x16 with a tiny model."""
     return [
         f"model={model}",
-        "data=radar",
-        "data.image_size=[16,16]",
-        "data.datamodule.source.num_per_class=8",
-        "data.datamodule.source.num_subjects=8",
-        "data.datamodule.source.progress=false",
-        "data.datamodule.batch_size=8",
+        *TINY_DATA,
         f"paths.output_root={tmp}",
         f"paths.output_dir={tmp / 'run'}",
         f"paths.cache_dir={data_cache or tmp / 'cache'}",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
+        *TINY_TRAINER,
         *TINY_MODEL,
         *(TINY_VQ if model == "vqvae" else []),
     ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_run import TINY_DATA, TINY_MODEL, TINY_TRAINER
 
 from mdvq.sweep import SweepWarning, collect_runs, main, rank, summarise
 
@@ -22,34 +23,16 @@ CONF = ROOT / "conf"
 # Tiny real runs (as tests/test_run.py's tiny_overrides, without paths.output_dir, which a
 # multirun sets per job): 8 simulated examples per class at 16x16, one short epoch.
 TINY = [
-    "data=radar",
-    "data.image_size=[16,16]",
-    "data.datamodule.source.num_per_class=8",
-    "data.datamodule.source.num_subjects=8",
-    "data.datamodule.source.progress=false",
-    "data.datamodule.batch_size=8",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
+    *TINY_DATA,
+    *TINY_TRAINER,
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "~callbacks.spectrogram_grid",
-    "model.block_out_channels=[8,16]",
-    "model.down_block_types=[DownEncoderBlock2D,DownEncoderBlock2D]",
-    "model.up_block_types=[UpDecoderBlock2D,UpDecoderBlock2D]",
-    "model.norm_num_groups=4",
-    "model.latent_channels=4",
-    "model.mid_block_add_attention=false",
+    *TINY_MODEL,
     "model.vq_embed_dim=4",
 ]
-
-
-def group_override(group: str, option: str) -> str:
-    """`group=option` if conf/config.yaml lists the group in its defaults, else `+group=option`."""
-    listed = re.search(rf"^\s*-\s*{group}\s*:", (CONF / "config.yaml").read_text(), re.MULTILINE)
-    return f"{group}={option}" if listed else f"+{group}={option}"
 
 
 def multirun(tmp: Path, cache: Path, *overrides: str, timeout: int = 300):
@@ -199,7 +182,7 @@ def test_failing_job_is_reported_and_the_others_finish(tmp_path, data_cache):
 
 
 def test_optuna_search_runs_two_trials_on_both_objectives(tmp_path, data_cache):
-    proc = multirun(tmp_path, data_cache, group_override("hparams_search", "vqvae_optuna"),
+    proc = multirun(tmp_path, data_cache, "hparams_search=vqvae_optuna",
                     "hydra.sweeper.n_trials=2",
                     "model.num_vq_embeddings=choice(8,16)",  # tiny stand-ins for 512..8192
                     "model/codebook=choice(plain,ema)")

@@ -43,8 +43,29 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class SplitLoaders:
-    """Lightning's three dataloader hooks from one ``_loader(split, shuffle)`` method: shuffled
-    training batches, validation and test batches in a fixed order."""
+    """Lightning's three dataloader hooks for a datamodule holding ``datasets`` (split name ->
+    dataset, filled by ``setup()``), ``batch_size``, ``eval_batch_size``, ``num_workers`` and
+    ``shuffle_seed`` (and optionally ``pin_memory``, ``persistent_workers``): shuffled training
+    batches in an epoch-seeded order (exact resume), validation and test batches in a fixed
+    order."""
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        dataset = self.datasets[split]
+        sampler = None
+        if shuffle:
+            seed = torch.initial_seed() if self.shuffle_seed is None else self.shuffle_seed
+            sampler = EpochShuffleSampler(len(dataset), seed % (2**31))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=getattr(self, "pin_memory", False),
+            persistent_workers=getattr(self, "persistent_workers", False),
+            drop_last=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""
@@ -154,24 +175,6 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
     def num_classes(self) -> int:
         """Number of classes (after `setup`)."""
         return len(self.class_names)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if not self.datasets:
-            self.setup()
-        dataset = self.datasets[split]
-        sampler = None
-        if shuffle:
-            seed = torch.initial_seed() if self.shuffle_seed is None else self.shuffle_seed
-            sampler = EpochShuffleSampler(len(dataset), seed % (2**31))
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            drop_last=False,
-        )
 
     def describe(self) -> dict:
         """Plain-dict description for run summaries: key, classes, split sizes, image size."""

@@ -19,9 +19,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from mdvq.data.datamodule import SPLITS, EpochShuffleSampler, SplitLoaders
+from mdvq.data.datamodule import SPLITS, SplitLoaders
 from mdvq.data.dataset import atomic_save_npz, cache_key
 from mdvq.models.pretrained import FrozenVQVAE
 
@@ -184,17 +184,6 @@ class TokenDataModule(SplitLoaders, L.LightningDataModule):
         log.info("cached code maps at %s", path)
 
     # ----------------------------------------------------------------------------- loaders
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if not self.datasets:
-            self.setup()
-        dataset = self.datasets[split]
-        sampler = None
-        if shuffle:
-            seed = torch.initial_seed() if self.shuffle_seed is None else self.shuffle_seed
-            sampler = EpochShuffleSampler(len(dataset), seed % (2**31))
-        return DataLoader(dataset, batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          sampler=sampler, num_workers=self.num_workers, drop_last=False)
-
     def describe(self) -> dict:
         """Plain-dict description for run summaries: the spectrogram data's plus the code maps'."""
         out = dict(self.spectrograms.describe())

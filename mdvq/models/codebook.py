@@ -223,12 +223,12 @@ class CodebookQuantizer(nn.Module):
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
         return F.normalize(flat, dim=-1) if self.options.cosine else flat
 
-    def nearest(self, flat: Tensor) -> Tensor:
-        """Index ``(N,)`` of the nearest code (squared Euclidean; on the sphere this is the
-        largest cosine) for each row of ``flat`` ``(N, d)``."""
-        e = self.codebook().detach().float()
-        dist2 = flat.square().sum(1, keepdim=True) - 2 * flat @ e.t() + e.square().sum(1)[None]
-        return dist2.argmin(dim=1)
+    def nearest(self, flat: Tensor, codes: Tensor | None = None) -> Tensor:
+        """Index ``(N,)`` of the nearest of ``codes`` ``(K, d)`` (default :meth:`codebook`) for
+        each row of ``flat`` ``(N, d)``: squared Euclidean, which on the sphere is the largest
+        cosine (``|flat|^2`` is the same for every code and left out)."""
+        e = (self.codebook() if codes is None else codes).detach().float()
+        return (e.square().sum(1)[None] - 2 * flat @ e.t()).argmin(dim=1)
 
     def from_lookup(self, q: Tensor, shape: tuple[int, int, int]) -> Tensor:
         """Lookup vectors ``(B*h*w, d)`` -> latents ``(B, dim, h, w)``."""
@@ -249,8 +249,9 @@ class CodebookQuantizer(nn.Module):
             flat = self.to_lookup(z.float())
             if self.training and not bool(self.initted):
                 self._collect_for_kmeans(flat.detach())
-            idx = self.nearest(flat.detach())
-            q = self.codebook()[idx]
+            codes = self.codebook()
+            idx = self.nearest(flat.detach(), codes)
+            q = codes[idx]
             commit = (flat - q.detach()).square().mean()
             if self.use_ema:
                 codebook_loss = torch.zeros((), device=z.device)

@@ -20,11 +20,11 @@ import torch
 from diffusers import AutoencoderKL
 from lightning.pytorch import LightningModule
 
+from mdvq.models.autoencoder import AutoencoderSteps, network_args
 from mdvq.models.config_checks import as_tuple, check_autoencoder_config, downsampling_factor
-from mdvq.models.losses import PartialOptimizers, check_finite, reconstruction_terms
 
 
-class KLVAEModule(PartialOptimizers, LightningModule):
+class KLVAEModule(AutoencoderSteps, LightningModule):
     """Train a diffusers ``AutoencoderKL`` on ``(x, y)`` batches, x ``(B, C, F, T)`` in [-1, 1].
 
     Network arguments go unchanged to ``AutoencoderKL`` (``sample_size`` defaults to
@@ -76,17 +76,11 @@ class KLVAEModule(PartialOptimizers, LightningModule):
             latents_std = tuple(float(v) for v in latents_std)
         sample_size = max(image_size) if sample_size is None and image_size else sample_size
         kl_weight = float(kl_weight)
+        net = network_args(locals())  # checked below and passed to diffusers
         check_autoencoder_config(
-            block_out_channels=block_out_channels,
-            down_block_types=down_block_types,
-            up_block_types=up_block_types,
-            norm_num_groups=norm_num_groups,
+            **net,
             image_size=image_size,
             recon_loss=recon_loss,
-            layers_per_block=layers_per_block,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            latent_channels=latent_channels,
             spectral_weight=spectral_weight,
             kl_weight=kl_weight,
         )
@@ -94,15 +88,8 @@ class KLVAEModule(PartialOptimizers, LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.model = AutoencoderKL(
-            in_channels=in_channels,
-            out_channels=out_channels,
-            down_block_types=down_block_types,
-            up_block_types=up_block_types,
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
+            **net,
             act_fn=act_fn,
-            latent_channels=latent_channels,
-            norm_num_groups=norm_num_groups,
             sample_size=sample_size,
             scaling_factor=scaling_factor,
             shift_factor=shift_factor,
@@ -182,27 +169,7 @@ class KLVAEModule(PartialOptimizers, LightningModule):
     def _step(self, batch, batch_idx: int, stage: str):
         x = batch[0]
         recon, kl = self(x)
-        rec_total, terms = reconstruction_terms(
-            recon.float(),
-            x.float(),
-            self.hparams.recon_loss,
-            self.hparams.spectral_weight,
-            self.hparams.spectral_eps,
-        )
-        loss = rec_total + self.hparams.kl_weight * kl
-        terms["kl"] = kl
-        check_finite(loss, terms, stage, self.global_step, batch_idx)
-        train = stage == "train"
-        for name, value in {"loss": loss, **terms}.items():
-            self.log(
-                f"{stage}/{name}",
-                value.detach(),
-                on_step=train,
-                on_epoch=not train,
-                prog_bar=name == "loss",
-                batch_size=x.shape[0],
-                sync_dist=not train,
-            )
+        loss = self.objective(x, recon, self.hparams.kl_weight * kl, {"kl": kl}, stage, batch_idx)
         return x, recon, loss
 
     def training_step(self, batch, batch_idx: int) -> dict:
@@ -210,12 +177,7 @@ class KLVAEModule(PartialOptimizers, LightningModule):
         return {"loss": self._step(batch, batch_idx, "train")[2]}
 
     def _eval_step(self, batch, batch_idx: int, stage: str) -> dict:
-        x, recon, loss = self._step(batch, batch_idx, stage)
-        return {
-            "loss": loss.detach(),
-            "target": ((x.detach() + 1) / 2).float(),
-            "recon": ((recon.detach().float() + 1) / 2).clamp(0, 1),
-        }
+        return self.eval_outputs(*self._step(batch, batch_idx, stage))
 
     def validation_step(self, batch, batch_idx: int) -> dict:
         """Posterior-mode reconstruction; returns ``{"loss", "target", "recon"}`` in [0, 1]."""

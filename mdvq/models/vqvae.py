@@ -29,6 +29,7 @@ import torch
 from diffusers import VQModel
 from lightning.pytorch import LightningModule
 
+from mdvq.models.autoencoder import AutoencoderSteps, network_args
 from mdvq.models.codebook import (
     RECOMMENDED,
     CodebookOptions,
@@ -36,10 +37,9 @@ from mdvq.models.codebook import (
     fold_into_vqmodel,
 )
 from mdvq.models.config_checks import as_tuple, check_autoencoder_config, downsampling_factor
-from mdvq.models.losses import PartialOptimizers, check_finite, reconstruction_terms
 
 
-class VQVAEModule(PartialOptimizers, LightningModule):
+class VQVAEModule(AutoencoderSteps, LightningModule):
     """Train a diffusers ``VQModel`` on ``(x, y)`` batches, x ``(B, C, F, T)`` in [-1, 1].
 
     Network arguments are passed unchanged to ``VQModel`` (see its documentation), except:
@@ -110,17 +110,11 @@ class VQVAEModule(PartialOptimizers, LightningModule):
             RECOMMENDED if codebook is None else CodebookOptions.from_mapping(codebook)
         )
         codebook = codebook_options.as_dict()
+        net = network_args(locals())  # checked below and passed to diffusers
         check_autoencoder_config(
-            block_out_channels=block_out_channels,
-            down_block_types=down_block_types,
-            up_block_types=up_block_types,
-            norm_num_groups=norm_num_groups,
+            **net,
             image_size=image_size,
             recon_loss=recon_loss,
-            layers_per_block=layers_per_block,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            latent_channels=latent_channels,
             spectral_weight=spectral_weight,
             commitment_cost=commitment_cost,
             num_vq_embeddings=num_vq_embeddings,
@@ -131,17 +125,10 @@ class VQVAEModule(PartialOptimizers, LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.model = VQModel(
-            in_channels=in_channels,
-            out_channels=out_channels,
-            down_block_types=down_block_types,
-            up_block_types=up_block_types,
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
+            **net,
             act_fn=act_fn,
-            latent_channels=latent_channels,
             sample_size=sample_size,
             num_vq_embeddings=num_vq_embeddings,
-            norm_num_groups=norm_num_groups,
             vq_embed_dim=vq_embed_dim,
             scaling_factor=scaling_factor,
             norm_type=norm_type,
@@ -255,27 +242,7 @@ class VQVAEModule(PartialOptimizers, LightningModule):
     def _step(self, batch, batch_idx: int, stage: str):
         x = batch[0]
         recon, idx, vq_loss, vq_terms = self(x)
-        rec_total, terms = reconstruction_terms(
-            recon.float(),
-            x.float(),
-            self.hparams.recon_loss,
-            self.hparams.spectral_weight,
-            self.hparams.spectral_eps,
-        )
-        loss = rec_total + vq_loss
-        terms.update(vq_terms)
-        check_finite(loss, terms, stage, self.global_step, batch_idx)
-        train = stage == "train"
-        for name, value in {"loss": loss, **terms}.items():
-            self.log(
-                f"{stage}/{name}",
-                value.detach(),
-                on_step=train,
-                on_epoch=not train,
-                prog_bar=name == "loss",
-                batch_size=x.shape[0],
-                sync_dist=not train,
-            )
+        loss = self.objective(x, recon, vq_loss, vq_terms, stage, batch_idx)
         return x, recon, idx, loss
 
     def training_step(self, batch, batch_idx: int) -> dict:
@@ -285,12 +252,7 @@ class VQVAEModule(PartialOptimizers, LightningModule):
 
     def _eval_step(self, batch, batch_idx: int, stage: str) -> dict:
         x, recon, idx, loss = self._step(batch, batch_idx, stage)
-        return {
-            "loss": loss.detach(),
-            "target": ((x.detach() + 1) / 2).float(),
-            "recon": ((recon.detach().float() + 1) / 2).clamp(0, 1),
-            "indices": idx.detach(),
-        }
+        return {**self.eval_outputs(x, recon, loss), "indices": idx.detach()}
 
     def validation_step(self, batch, batch_idx: int) -> dict:
         """Returns ``{"loss", "target", "recon" (B, C, F, T) in [0, 1], "indices" (B, h, w)}``."""
