@@ -24,6 +24,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mdvq.callbacks.process_group import ReleaseProcessGroup
+
 log = logging.getLogger("mdvq.run")
 
 
@@ -67,7 +69,7 @@ def train(cfg: DictConfig) -> dict:
         # on cached code maps) wraps the datamodule: `model.wrap_datamodule(dm) -> DataModule`.
         if callable(getattr(model, "wrap_datamodule", None)):
             datamodule = model.wrap_datamodule(datamodule)
-        callbacks = instantiate_collection(cfg.get("callbacks"))
+        callbacks = instantiate_collection(cfg.get("callbacks")) + [ReleaseProcessGroup()]
         loggers = instantiate_collection(cfg.get("logger"))
         trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         for lg in loggers:

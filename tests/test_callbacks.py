@@ -32,7 +32,13 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from mdvq.callbacks import CodebookMonitor, DecisionRule, ReconstructionMetrics, SpectrogramGrid
+from mdvq.callbacks import (
+    CodebookMonitor,
+    DecisionRule,
+    ReconstructionMetrics,
+    ReleaseProcessGroup,
+    SpectrogramGrid,
+)
 from mdvq.callbacks.grids import spectrogram_grid_figure
 from mdvq.callbacks.reporting import save_and_log_figure
 from mdvq.data.errors import DataError
@@ -369,7 +375,7 @@ def test_ddp_two_processes_report_the_same_figures_as_one(tmp_path):
     monitor = CodebookMonitor(dead_code_window=1, log_histogram=False)
     trainer = trainer_for(
         tmp_path,
-        [monitor, ReconstructionMetrics()],
+        [monitor, ReconstructionMetrics(), ReleaseProcessGroup()],  # as mdvq.run adds it
         strategy="ddp_spawn",
         devices=2,
         logger=False,

@@ -3,6 +3,13 @@
 from mdvq.callbacks.codebook import CodebookMonitor
 from mdvq.callbacks.decision import DecisionRule
 from mdvq.callbacks.grids import SpectrogramGrid
+from mdvq.callbacks.process_group import ReleaseProcessGroup
 from mdvq.callbacks.reconstruction import ReconstructionMetrics
 
-__all__ = ["CodebookMonitor", "DecisionRule", "ReconstructionMetrics", "SpectrogramGrid"]
+__all__ = [
+    "CodebookMonitor",
+    "DecisionRule",
+    "ReconstructionMetrics",
+    "ReleaseProcessGroup",
+    "SpectrogramGrid",
+]
