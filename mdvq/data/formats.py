@@ -7,6 +7,7 @@ Each source is a plain-argument class with `load() -> SpectrogramSet` (images fl
 """
 
 from mdvq.data.arrays import ArraySource, db_to_unit, resample_axis, stack_examples
+from mdvq.data.clutter import mti_filter, remove_static_clutter
 from mdvq.data.glasgow import (
     GLASGOW_ACTIVITIES,
     GLASGOW_STFT,
@@ -14,7 +15,6 @@ from mdvq.data.glasgow import (
     GlasgowRecording,
     GlasgowSource,
     glasgow_spectrogram,
-    mti_filter,
     parse_complex_tokens,
     parse_glasgow_name,
     range_profiles,
@@ -35,6 +35,7 @@ __all__ = [
     "db_to_unit",
     "glasgow_spectrogram",
     "mti_filter",
+    "remove_static_clutter",
     "parse_complex_tokens",
     "parse_glasgow_name",
     "range_profiles",

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
+from mdvq.data.clutter import mti_filter
 from mdvq.data.arrays import as_size, resample_axis, stack_examples
 from mdvq.data.dataset import SpectrogramSet, load_or_build
 from mdvq.data.errors import DataError, check_on_error, load_each
@@ -211,19 +211,6 @@ def range_profiles(rec: GlasgowRecording) -> np.ndarray:
     """
     nts = rec.samples_per_sweep
     return np.fft.fftshift(np.fft.fft(rec.data, axis=0), axes=0)[nts // 2 :]
-
-
-def mti_filter(profiles: np.ndarray, order: int = 4, cutoff: float = 0.0075) -> np.ndarray:
-    """Moving-target indication: Butterworth high-pass along slow time (last axis).
-
-    `scipy.signal.butter(order, cutoff, "high")` with `cutoff` relative to the Nyquist
-    frequency (PRF/2), applied causally with `lfilter` like the reference's MATLAB `filter`.
-    `order=0` returns the input unfiltered.
-    """
-    if order == 0:
-        return profiles
-    b, a = signal.butter(order, cutoff, "high")
-    return signal.lfilter(b, a, profiles, axis=-1)
 
 
 def glasgow_stft(
