@@ -41,3 +41,75 @@ def make_set(n_classes=3, per_class=20, n_subjects=None, size=(16, 24), seed=0) 
 @pytest.fixture
 def small_set() -> SpectrogramSet:
     return make_set(n_subjects=10)
+
+
+# ---- the real Hydra config, shrunk: shared by every end-to-end test -------------------------
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mdvq.runs.compose import compose_config, config_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = config_dir()
+
+TINY_MODEL = [
+    "model.block_out_channels=[8,16]",
+    "model.down_block_types=[DownEncoderBlock2D,DownEncoderBlock2D]",
+    "model.up_block_types=[UpDecoderBlock2D,UpDecoderBlock2D]",
+    "model.norm_num_groups=4",
+    "model.latent_channels=4",
+    "model.mid_block_add_attention=false",
+]
+TINY_VQ = ["model.num_vq_embeddings=16", "model.vq_embed_dim=4"]
+TINY_DATA = [  # 8 simulated examples per class at 16x16
+    "data=radar",
+    "data.image_size=[16,16]",
+    "data.datamodule.source.num_per_class=8",
+    "data.datamodule.source.num_subjects=8",
+    "data.datamodule.source.progress=false",
+    "data.datamodule.batch_size=8",
+]
+TINY_TRAINER = [
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def tiny_overrides(tmp: Path, model: str = "vqvae", data_cache: Path | None = None) -> list[str]:
+    """Overrides for a run on 8 simulated examples per class at 16x16 with a tiny model."""
+    return [
+        f"model={model}",
+        *TINY_DATA,
+        f"paths.output_root={tmp}",
+        f"paths.output_dir={tmp / 'run'}",
+        f"paths.cache_dir={data_cache or tmp / 'cache'}",
+        *TINY_TRAINER,
+        *TINY_MODEL,
+        *(TINY_VQ if model == "vqvae" else []),
+    ]
+
+
+def data_overrides(tmp: Path, cache: Path) -> list[str]:
+    """`tiny_overrides` without the model keys (for the priors and the classifier)."""
+    return [o for o in tiny_overrides(tmp, data_cache=cache) if not o.startswith("model")]
+
+
+def compose_cfg(overrides: list[str]):
+    """The project config composed with `overrides`, as `python -m mdvq.run` would."""
+    return compose_config(overrides)
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m ARGS` in a subprocess (W&B offline), output captured."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory) -> Path:
+    """One shared simulated cache for every test of a module (generated once)."""
+    return tmp_path_factory.mktemp("cache")

@@ -184,7 +184,9 @@ def test_kl_module_gets_reconstruction_metrics_and_no_codebook_figures(tmp_path)
     callbacks = [
         CodebookMonitor(output_dir=tmp_path),
         ReconstructionMetrics(),
-        DecisionRule(search_root=tmp_path, output_dir=tmp_path),
+        DecisionRule(baseline=str(write_kl_summary(tmp_path / "kl", 25.0, "fake-key",
+                                                   "2025-01-01T00:00:00")),
+                     psnr_margin=0.10, usage_threshold=0.80, output_dir=tmp_path),
     ]
     trainer = trainer_for(tmp_path, callbacks)
     trainer.fit(FakeKL(), datamodule=FakeData())
@@ -300,40 +302,38 @@ def run_vq_test(tmp_path, decision_rule) -> Trainer:
     return trainer
 
 
-def test_decision_rule_compares_with_the_latest_matching_baseline(tmp_path):
-    # this run: PSNR 30 dB, usage 1.0. The newest baseline with data_key "fake-key" (28 dB)
-    # needs 30.8 dB -> klvae; the older one (20 dB) or the other data_key (10 dB) would say vqvae.
-    root = tmp_path / "outputs"
-    write_kl_summary(root / "a", 20.0, "fake-key", "2025-01-01T00:00:00")
-    newest = write_kl_summary(root / "b", 28.0, "fake-key", "2025-02-01T00:00:00")
-    write_kl_summary(root / "c", 10.0, "other-key", "2025-03-01T00:00:00")
+def test_decision_rule_with_an_explicit_baseline(tmp_path):
+    # this run: PSNR 30 dB, usage 1.0 against a 25 dB baseline: 30 > 27.5 -> vqvae
+    kl = write_kl_summary(tmp_path / "kl", 25.0, "fake-key", "2025-01-01T00:00:00")
     run_dir = tmp_path / "vq_run"
-    trainer = run_vq_test(tmp_path, DecisionRule(search_root=[root], output_dir=run_dir))
+    trainer = run_vq_test(tmp_path, DecisionRule(baseline=str(kl), psnr_margin=0.10,
+                                                 usage_threshold=0.80, output_dir=run_dir))
     decision = json.loads((run_dir / "decision.json").read_text())
-    assert decision["verdict"] == "klvae" and decision["continue_vq"] is False
-    assert decision["psnr_kl"] == 28.0 and decision["kl_run"] == str(newest)
+    assert decision["verdict"] == "vqvae" and decision["continue_vq"] is True
+    assert decision["psnr_kl"] == 25.0 and decision["kl_run"] == "../kl"
     assert decision["psnr_vq"] == pytest.approx(30.0, abs=1e-3) and decision["usage_vq"] == 1.0
-    assert decision["vq_run"] == str(run_dir) and decision["data_key"] == "fake-key"
-    assert metric(trainer, "decision/continue_vq") == 0.0
+    assert decision["vq_run"] == "." and decision["data_key"] == "fake-key"
+    assert metric(trainer, "decision/continue_vq") == 1.0
     logged = (Path(trainer.log_dir) / "metrics.csv").read_text()
     assert "decision/continue_vq" in logged
+    # a stronger baseline (28 dB needs 30.8 dB) turns the verdict
+    strong = write_kl_summary(tmp_path / "kl28", 28.0, "fake-key", "2025-01-01T00:00:00")
+    trainer = run_vq_test(tmp_path, DecisionRule(baseline=str(strong), psnr_margin=0.10,
+                                                 usage_threshold=0.80, output_dir=run_dir))
+    assert json.loads((run_dir / "decision.json").read_text())["verdict"] == "klvae"
+    assert metric(trainer, "decision/continue_vq") == 0.0
 
 
-def test_decision_rule_with_an_explicit_baseline(tmp_path):
-    kl = write_kl_summary(tmp_path / "kl", 25.0, "fake-key", "2025-01-01T00:00:00")
-    trainer = run_vq_test(tmp_path, DecisionRule(baseline=str(kl), output_dir=tmp_path / "vq_run"))
-    assert json.loads((tmp_path / "vq_run" / "decision.json").read_text())["verdict"] == "vqvae"
-    assert metric(trainer, "decision/continue_vq") == 1.0
+def test_decision_rule_needs_a_readable_klvae_baseline(tmp_path):
+    with pytest.raises(ValueError, match="callbacks.decision_rule.baseline"):
+        DecisionRule(baseline="", psnr_margin=0.1, usage_threshold=0.8)
     with pytest.raises(DataError, match="summary.json"):
-        DecisionRule(baseline=str(tmp_path / "no_such_run"))
-
-
-def test_decision_rule_without_baseline_warns_and_writes_nothing(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="mdvq.callbacks.decision"):
-        trainer = run_vq_test(tmp_path, DecisionRule(search_root=tmp_path / "empty"))
-    assert "callbacks.decision_rule.baseline=RUN_DIR" in caplog.text
-    assert "decision/continue_vq" not in trainer.callback_metrics
-    assert not list(tmp_path.rglob("decision.json"))
+        DecisionRule(baseline=str(tmp_path / "no_such_run"), psnr_margin=0.1, usage_threshold=0.8)
+    vq = tmp_path / "vq"
+    vq.mkdir()
+    (vq / "summary.json").write_text(json.dumps({"model": "vqvae", "metrics": {"test/psnr": 1}}))
+    with pytest.raises(DataError, match="callbacks.decision_rule.baseline: this is a 'vqvae' run"):
+        DecisionRule(baseline=str(vq), psnr_margin=0.1, usage_threshold=0.8)
 
 
 def test_callback_configs_compose_and_instantiate(tmp_path):
@@ -347,19 +347,13 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
         "reconstruction_metrics",
         "codebook_monitor",
         "spectrogram_grid",
-        "decision_rule",
         "lr_monitor",
     }
     ckpt = built["model_checkpoint"]
     assert (ckpt.monitor, ckpt.mode, ckpt.save_last) == ("val/psnr", "max", True)
     assert ckpt.dirpath == str(tmp_path / "checkpoints")
     assert built["codebook_monitor"].dead_code_window == 200
-    assert (
-        built["decision_rule"].psnr_margin == 0.10
-        and built["decision_rule"].usage_threshold == 0.80
-    )
     assert built["spectrogram_grid"].output_dir == str(tmp_path)
-    assert built["decision_rule"].search_root == [str(tmp_path / "outputs")]
     # every file of the group is one named callback; every argument carries a comment
     for path in (conf / "callbacks").glob("*.yaml"):
         if path.stem in ("default", "prior", "classifier"):  # sets of callbacks, not one callback

@@ -10,27 +10,20 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from conftest import CONF, compose_cfg
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from mdvq.models.classifier import SpectrogramClassifier
-from mdvq.run import train
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+from mdvq.runs.summary import RunSummary
+from mdvq.runs.training import train
 
 
 def classifier_overrides(tmp: Path, cache: Path, per_class: int = 8, size: int = 16) -> list[str]:
-    """`mdvq.run model=classifier data=radar` on a small simulated set, quiet, outputs in tmp."""
+    """`mdvq.run experiment=classifier data=radar` on a small simulated set, quiet, outputs in tmp."""
     return [
-        "model=classifier",
+        "experiment=classifier",
         "data=radar",
         f"data.image_size=[{size},{size}]",
         f"data.datamodule.source.num_per_class={per_class}",
@@ -57,7 +50,6 @@ def test_every_yaml_key_has_a_comment(path):
 
 def test_yaml_matches_constructor_defaults():
     cfg = OmegaConf.load(CONF / "model" / "classifier.yaml")
-    del cfg["defaults"]
     model = instantiate(cfg)
     assert dict(model.hparams) == dict(SpectrogramClassifier().hparams)
     assert isinstance(model.optimizer_factory, functools.partial)
@@ -65,13 +57,13 @@ def test_yaml_matches_constructor_defaults():
     assert 0.05e6 < sum(p.numel() for p in model.parameters()) < 0.5e6  # CPU-sized
 
 
-def test_model_config_selects_classifier_callbacks(tmp_path):
-    cfg = compose_cfg(["model=classifier", f"paths.output_dir={tmp_path}"])
+def test_experiment_selects_classifier_callbacks(tmp_path):
+    cfg = compose_cfg(["experiment=classifier", f"paths.output_dir={tmp_path}"])
     assert set(cfg.callbacks) == {"model_checkpoint", "lr_monitor"}
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc"
     assert cfg.callbacks.model_checkpoint.mode == "max"
     # the command line still wins, and other models keep the phase-1 callbacks
-    cfg = compose_cfg(["model=classifier", "callbacks=default", f"paths.output_dir={tmp_path}"])
+    cfg = compose_cfg(["experiment=classifier", "callbacks=default", f"paths.output_dir={tmp_path}"])
     assert "reconstruction_metrics" in cfg.callbacks
     cfg = compose_cfg([f"paths.output_dir={tmp_path}"])
     assert cfg.callbacks.model_checkpoint.monitor == "val/psnr"
@@ -149,17 +141,18 @@ def test_learns_separable_classes_and_logs_accuracy(tmp_path):
 
 # --------------------------------------------------------------------------- end to end
 def test_run_trains_the_classifier_on_simulated_data_well_above_chance(tmp_path):
-    """`mdvq.run model=classifier data=radar` end to end on 6 x 40 simulated spectrograms."""
+    """`mdvq.run experiment=classifier data=radar` end to end on 6 x 40 simulated spectrograms."""
     cfg = compose_cfg(classifier_overrides(tmp_path, tmp_path / "cache", per_class=40, size=32)
                       + ["trainer.max_epochs=12"])
     summary = train(cfg)
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["status"] == "finished" and on_disk["model"] == "classifier"
     assert "pretrained_dir" not in on_disk  # nothing to export
-    assert Path(on_disk["checkpoints"]["best"]).exists()
+    best_path = RunSummary.read(tmp_path / "run", model="classifier").checkpoint("best")
+    assert best_path is not None
     metrics = summary["metrics"]
     assert {"val/acc", "test/acc", "test/loss"} <= set(metrics)
     chance = 1 / 6
     assert metrics["test/acc"] > 3 * chance, metrics  # well above chance (6 classes)
-    best = torch.load(on_disk["checkpoints"]["best"], map_location="cpu", weights_only=False)
+    best = torch.load(best_path, map_location="cpu", weights_only=False)
     assert best["class_names"] == on_disk["data"]["class_names"]

@@ -12,25 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from mdvq.evaluate import (
-    conditional_accuracy,
-    evaluate_generation,
-    frechet_distance,
-    load_classifier_run,
-    load_samples,
-    write_samples,
-)
-from mdvq.evaluate.__main__ import main as cli_main
-from mdvq.evaluate.__main__ import parse_args
-from mdvq.evaluate.frechet import ClassifierFeatures
-from mdvq.evaluate.samples import check_compatible
-from mdvq.run import train
+from conftest import ROOT, compose_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+from mdvq.evaluate import main as evaluate_main
+from mdvq.evaluate import parse_args
+from mdvq.evaluation.accuracy import conditional_accuracy
+from mdvq.evaluation.classifier_run import load_classifier_run
+from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
+from mdvq.evaluation.generation import evaluate_generation
+from mdvq.runs.samples import check_compatible, load_samples, write_samples
+from mdvq.runs.summary import RunSummary
+from mdvq.runs.training import train
+from mdvq.utils.cli import run as run_command
 
 
 class Flatten(nn.Module):
@@ -138,10 +133,13 @@ def test_samples_must_match_the_classifier_data(tmp_path):
 def test_command_line_arguments():
     options, trainer, data = parse_args(["classifier=r", "samples=s", "out=o", "tstr=false",
                                          "trainer.max_epochs=2", "data=radar", "seed=3"])
-    assert options == {"classifier": "r", "samples": "s", "out": "o", "tstr": False, "seed": 3}
+    assert {k: options[k] for k in ("classifier", "samples", "out", "tstr", "seed")} == {
+        "classifier": "r", "samples": "s", "out": "o", "tstr": False, "seed": 3}
+    assert options["floor_repeats"] == 5 and options["device"] == "cpu"  # defaults
     assert trainer == {"max_epochs": 2} and data == ["data=radar"]
-    for bad, message in ((["samples=s", "out=o"], "classifier="), (["x", "samples=s"], "key=value"),
-                         (["classifier=r", "samples=s", "out=o", "colour=red"], "unknown key")):
+    for bad, message in ((["samples=s", "out=o"], "classifier="), (["x", "samples=s"], "positional"),
+                         (["classifier=r", "samples=s", "out=o", "colour=red"], "unknown argument"),
+                         (["classifier=r", "samples=s", "out=o", "tstr=maybe"], "tstr='maybe'")):
         with pytest.raises(ValueError, match=message):
             parse_args(bad)
 
@@ -150,7 +148,7 @@ def test_command_line_arguments():
 def classifier_overrides(tmp: Path) -> list[str]:
     """A quick classifier run on 6 x 40 simulated spectrograms at 32x32."""
     return [
-        "model=classifier", "model.channels=[16,32,64]", "data=radar", "data.image_size=[32,32]",
+        "experiment=classifier", "model.channels=[16,32,64]", "data=radar", "data.image_size=[32,32]",
         "data.datamodule.source.num_per_class=40", "data.datamodule.source.num_subjects=10",
         "data.datamodule.source.progress=false", "data.datamodule.batch_size=16",
         f"paths.output_root={tmp}", f"paths.output_dir={tmp / 'run'}",
@@ -162,9 +160,7 @@ def classifier_overrides(tmp: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("cls")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=classifier_overrides(tmp))
-    train(cfg)
+    train(compose_cfg(classifier_overrides(tmp)))
     return tmp / "run"
 
 
@@ -181,15 +177,16 @@ def real_test_samples(run, directory: Path, shuffle: bool = False) -> Path:
         labels = np.random.default_rng(1).permutation(labels)
     return write_samples(directory, ((x + 1) / 2).clamp(0, 1).numpy(), labels,
                          {"class_names": run.datamodule.class_names, "steps": 0, "guidance": 1.0,
-                          "seed": 0, "checkpoint": "real test split"})
+                          "seed": 0, "prior": "real test split"})
 
 
 def test_run_is_reloaded_with_the_same_data_and_split(classifier_dir, classifier_run, tmp_path):
     summary = json.loads((classifier_dir / "summary.json").read_text())
     assert classifier_run.datamodule.data_key == summary["data_key"]
-    assert classifier_run.checkpoint == Path(summary["checkpoints"]["best"])
+    best = RunSummary.read(classifier_dir).checkpoint("best")
+    assert classifier_run.checkpoint == best
     # a bare checkpoint, given the data by Hydra overrides, finds the same data and split
-    ckpt = shutil.copy(summary["checkpoints"]["best"], tmp_path / "c.ckpt")
+    ckpt = shutil.copy(best, tmp_path / "c.ckpt")
     data = [o for o in classifier_overrides(classifier_dir.parent)
             if o.startswith(("data", "paths.cache_dir"))]
     bare = load_classifier_run(ckpt, overrides=data)
@@ -240,9 +237,9 @@ def test_command_line_writes_metrics_with_tstr(classifier_dir, classifier_run, t
     m = result["metrics"]
     assert 0 <= m["tstr_acc"] <= 1 and m["tstr_trtr_ratio"] == pytest.approx(m["tstr_acc"] / m["trtr_acc"])
     assert result["tstr"]["train_count"] == len(np.load(samples / "labels.npy"))
-    assert result["tstr"]["epochs"] == 2 and Path(result["tstr"]["checkpoint"]).exists()
+    assert result["tstr"]["epochs"] == 2 and (out / result["tstr"]["checkpoint"]).exists()
     assert result["command"].startswith("python -m mdvq.evaluate classifier=")
-    assert result["samples"]["checkpoint"] == "real test split" and result["seed"] == 7
+    assert result["samples"]["dir"] == "../samples" and result["seed"] == 7  # relative paths
     md = (out / "metrics.md").read_text()
     assert "TSTR accuracy" in md and "FD(samples, real test)" in md and "python -m mdvq.evaluate" in md
     for name in classifier_run.datamodule.class_names:
@@ -256,7 +253,8 @@ def test_command_line_reports_bad_samples_by_file(classifier_dir, classifier_run
     (samples / "meta.json").write_text(json.dumps(meta))
     labels = np.load(samples / "labels.npy")
     np.save(samples / "labels.npy", np.minimum(labels, len(meta["class_names"]) - 1))
-    status = cli_main([f"classifier={classifier_dir}", f"samples={samples}", f"out={tmp_path / 'o'}"])
+    status = run_command(evaluate_main, [f"classifier={classifier_dir}", f"samples={samples}",
+                                         f"out={tmp_path / 'o'}"])
     err = capsys.readouterr().err
     assert status == 2 and str(samples / "meta.json") in err and "classes" in err
     assert not (tmp_path / "o" / "metrics.json").exists()

@@ -1,11 +1,11 @@
-"""Hand-checked values for mdvq.metrics: code counts, usage, perplexity, dead codes, PSNR."""
+"""Hand-checked values for mdvq.evaluation.metrics: code counts, usage, perplexity, dead codes, PSNR."""
 
 import math
 
 import pytest
 import torch
 
-from mdvq.metrics import (
+from mdvq.evaluation.metrics import (
     NEVER,
     CodeCounts,
     DeadCodeTracker,

@@ -12,78 +12,36 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mdvq.run import train
+from conftest import CONF, ROOT, compose_cfg, run_cli, tiny_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+from mdvq.runs.summary import RunSummary
+from mdvq.runs.training import train
 
-TINY_MODEL = [
-    "model.block_out_channels=[8,16]",
-    "model.down_block_types=[DownEncoderBlock2D,DownEncoderBlock2D]",
-    "model.up_block_types=[UpDecoderBlock2D,UpDecoderBlock2D]",
-    "model.norm_num_groups=4",
-    "model.latent_channels=4",
-    "model.mid_block_add_attention=false",
-]
-TINY_VQ = ["model.num_vq_embeddings=16", "model.vq_embed_dim=4"]
-TINY_DATA = [  # 8 simulated examples per class at 16x16
-    "data=radar",
-    "data.image_size=[16,16]",
-    "data.datamodule.source.num_per_class=8",
-    "data.datamodule.source.num_subjects=8",
-    "data.datamodule.source.progress=false",
-    "data.datamodule.batch_size=8",
-]
-TINY_TRAINER = [
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
+def config_options() -> list[tuple[str, str]]:
+    """Every (group, option) of conf/, read from the folder itself: a new file is tested the day
+    it is added. Files starting with "_" are shared parts, not options."""
+    out = []
+    for path in sorted(CONF.rglob("*.yaml")):
+        rel = path.relative_to(CONF)
+        if len(rel.parts) > 1 and not path.name.startswith("_") and rel.parts[0] != "hydra":
+            out.append(("/".join(rel.parts[:-1]), path.stem))
+    return out
 
 
-def tiny_overrides(tmp: Path, model: str = "vqvae", data_cache: Path | None = None) -> list[str]:
-    """Overrides for a run on 8 simulated examples per class at 16x16 with a tiny model."""
-    return [
-        f"model={model}",
-        *TINY_DATA,
-        f"paths.output_root={tmp}",
-        f"paths.output_dir={tmp / 'run'}",
-        f"paths.cache_dir={data_cache or tmp / 'cache'}",
-        *TINY_TRAINER,
-        *TINY_MODEL,
-        *(TINY_VQ if model == "vqvae" else []),
-    ]
+@pytest.mark.parametrize("group, option", config_options())
+def test_every_config_option_composes_and_resolves(tmp_path, group, option):
+    extra = ["data.root=/somewhere", "+data.labels_path=null"] if group == "data" and option != "radar" else []
+    cfg = compose_cfg([f"{group}={option}", f"paths.output_dir={tmp_path}", *extra])
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    assert cfg.data.datamodule._target_.endswith("SpectrogramDataModule")
 
 
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-@pytest.fixture(scope="module")
-def data_cache(tmp_path_factory) -> Path:
-    """One shared simulated cache for every test of this module (generated once)."""
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.mark.parametrize("group, options", [
-    ("data", ["radar", "glasgow", "folder", "arrays"]),
-    ("model", ["vqvae", "klvae", "vqvae_large"]),
-    ("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu", "multinode"]),
-    ("logger", ["csv", "wandb", "tensorboard"]),
-    ("experiment", ["phase1"]),
-    ("debug", ["fdr", "limit", "overfit"]),
-])
-def test_every_config_option_composes_and_resolves(tmp_path, group, options):
-    for option in options:
-        cfg = compose_cfg([f"{group}={option}", "data.root=/somewhere", f"paths.output_dir={tmp_path}",
-                           "+data.labels_path=null"] if group == "data" and option != "radar"
-                          else [f"{group}={option}", f"paths.output_dir={tmp_path}"])
-        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-        assert cfg.data.datamodule._target_.endswith("SpectrogramDataModule")
+def test_config_options_cover_every_group():
+    groups = {g for g, _ in config_options()}
+    assert {"data", "model", "model/codebook", "trainer", "logger", "callbacks", "experiment",
+            "debug", "decision", "hparams_search", "paths"} <= groups, groups
 
 
 def test_missing_data_root_is_named(tmp_path):
@@ -102,12 +60,15 @@ def test_fit_test_export_and_summary(tmp_path, data_cache):
         assert key in on_disk["metrics"], key
     assert 0 < on_disk["metrics"]["test/codebook_usage"] <= 1
     assert on_disk["data_key"].startswith("radar-") and on_disk["wall_time_s"] > 0
-    assert Path(on_disk["checkpoints"]["last"]).exists() and Path(on_disk["checkpoints"]["best"]).exists()
+    # paths are relative to the run folder (a run folder can be moved) and resolve to real files
+    assert on_disk["checkpoints"]["last"] == "checkpoints/last.ckpt"
+    run_summary = RunSummary.read(run, model="vqvae")
+    assert run_summary.checkpoint("last").is_file() and run_summary.checkpoint("best").is_file()
     assert on_disk["config"]["model"]["num_vq_embeddings"] == 16
     # the autoencoder reloads with diffusers alone
     from diffusers import VQModel
 
-    vq = VQModel.from_pretrained(on_disk["pretrained_dir"])
+    vq = VQModel.from_pretrained(run_summary.pretrained_dir)
     assert vq.config.num_vq_embeddings == 16
     with open(run / "csv" / "version_0" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -143,7 +104,8 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_pa
         train(compose_cfg(overrides))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "FloatingPointError" in summary["error"]
-    last = torch.load(summary["checkpoints"]["last"], map_location="cpu", weights_only=False)
+    last = torch.load(RunSummary.read(tmp_path / "run").checkpoint("last"), map_location="cpu",
+                      weights_only=False)
     assert last["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values()
                if torch.is_tensor(v) and v.is_floating_point())
@@ -160,7 +122,8 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data_
                        + ["trainer.max_epochs=1"])
     first = train(part)
     resumed = compose_cfg(tiny_overrides(tmp_path / "part", data_cache=data_cache) + common
-                          + ["trainer.max_epochs=2", f"ckpt_path={first['checkpoints']['last']}"])
+                          + ["trainer.max_epochs=2",
+                             f"ckpt_path={RunSummary(tmp_path / 'part' / 'run', first).checkpoint('last')}"])
     train(resumed)
     a = torch.load(tmp_path / "full/run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     b = torch.load(tmp_path / "part/run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
@@ -223,12 +186,6 @@ def test_wandb_offline_run_logs_metrics(tmp_path, data_cache, monkeypatch):
     assert {"val/spectrograms/_type", "test/code_use/_type"} <= keys, keys
 
 
-def run_cli(args: list[str], cwd: Path, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
-
-
 def test_preview_command_writes_png(tmp_path, data_cache):
     overrides = [o for o in tiny_overrides(tmp_path, data_cache=data_cache) if not o.startswith("model.")]
     proc = run_cli(["mdvq.run", "task=preview", *overrides], cwd=ROOT)
@@ -255,4 +212,5 @@ def test_phase1_experiment_writes_the_decision(tmp_path, data_cache):
     expect = (vq["metrics"]["test/psnr"] > 1.1 * kl["metrics"]["test/psnr"]
               and vq["metrics"]["test/codebook_usage"] > 0.8)
     assert decision["verdict"] == ("vqvae" if expect else "klvae")
-    assert (out / "vqvae" / "decision.json").exists(), "the callback wrote the decision in the VQ run"
+    assert decision["psnr_margin"] == 0.10 and decision["usage_threshold"] == 0.80  # conf/decision
+    assert decision["vq_run"] == "vqvae" and decision["kl_run"] == "klvae", "relative run folders"

@@ -1,4 +1,4 @@
-"""End to end: `mdvq.run model=vqdiffusion` on a tiny VQ-VAE run, then `python -m mdvq.sample`."""
+"""End to end: `mdvq.run experiment=vqdiffusion` on a tiny VQ-VAE run, then `python -m mdvq.sample`."""
 
 from __future__ import annotations
 
@@ -9,22 +9,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_run import ROOT, compose_cfg, run_cli, tiny_overrides
+from conftest import ROOT, compose_cfg, data_overrides, run_cli, tiny_overrides
 
 from mdvq.models.vqdiffusion import VQDiffusionModule, load_transformer
-from mdvq.run import train
+from mdvq.runs.sampling import load_prior
+from mdvq.runs.summary import RunSummary
+from mdvq.runs.training import train
 from mdvq.sample import main as sample_main
-from mdvq.sample import parse_args, resolve_checkpoint
+from mdvq.utils.cli import UsageError
 
 PRIOR = ["model.num_layers=1", "model.num_attention_heads=2", "model.attention_head_dim=16",
          "model.num_train_timesteps=10", "model.sample_steps=5", "model.val_samples_per_class=1",
          "model.scheduler.num_warmup_steps=2", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
          "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
-
-
-def data_overrides(tmp: Path, cache: Path) -> list[str]:
-    """tiny_overrides of test_run (16x16 simulated data) without its VQ-VAE model keys."""
-    return [o for o in tiny_overrides(tmp, data_cache=cache) if not o.startswith("model")]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +34,8 @@ def runs(tmp_path_factory):
         "test=false", "~callbacks.spectrogram_grid", "callbacks.codebook_monitor.log_histogram=false"])
     vq_summary = train(vq_cfg)
     prior_cfg = compose_cfg(data_overrides(tmp / "prior", cache) + [
-        "model=vqdiffusion", f"model.vqvae={tmp / 'vq' / 'run'}", *PRIOR])
-    # the model config selects the prior's callbacks (no phase-1 PSNR/codebook callbacks)
+        "experiment=vqdiffusion", f"model.vqvae={tmp / 'vq' / 'run'}", *PRIOR])
+    # the experiment selects the prior's callbacks (no phase-1 PSNR/codebook callbacks)
     assert prior_cfg.callbacks.model_checkpoint.monitor == "val/vb"
     assert "codebook_monitor" not in prior_cfg.callbacks
     prior_summary = train(prior_cfg)
@@ -55,17 +52,18 @@ def test_prior_run_trains_tests_exports_and_summarises(runs):
     assert 0 < summary["metrics"]["test/vb"] < 20
     assert summary["data_key"] == runs["vq"]["data_key"], "same data and split as the VQ-VAE"
     assert summary["data"]["code_grid"] == [8, 8] and summary["data"]["num_codes"] == 16
-    assert Path(summary["checkpoints"]["best"]).exists() and Path(summary["checkpoints"]["last"]).exists()
+    run_summary = RunSummary.read(run, model="vqdiffusion")
+    assert run_summary.checkpoint("best").is_file() and run_summary.checkpoint("last").is_file()
     assert list(runs["cache"].glob("tokens-*.npz")), "code maps cached next to the spectrograms"
     assert list((run / "figures").glob("samples_val_epoch*.png"))
     assert (run / "figures" / "samples_test.png").exists()
     # the export reloads with diffusers alone and predicts like the module
-    pretrained = Path(summary["pretrained_dir"])
+    pretrained = run_summary.pretrained_dir
     meta = json.loads((pretrained / "prior.json").read_text())
     assert meta["null_class"] == 6 and len(meta["class_names"]) == 6 and meta["code_grid"] == [8, 8]
     transformer = load_transformer(pretrained / "transformer")
     assert all(b.norm1.emb.class_embedder.dropout_prob == 0 for b in transformer.transformer_blocks)
-    module = VQDiffusionModule.load_from_checkpoint(summary["checkpoints"]["best"],
+    module = VQDiffusionModule.load_from_checkpoint(run_summary.checkpoint("best"),
                                                     map_location="cpu").eval()
     x_t = torch.randint(0, 17, (2, 64))
     t, y = torch.tensor([0, 9]), torch.tensor([1, 6])
@@ -92,7 +90,8 @@ def test_sample_command_writes_the_sample_folder(runs):
     assert len(meta["freqs_hz"]) == 16 and len(meta["times_s"]) == 16
     assert meta["freqs_hz"][0] < 0 < meta["freqs_hz"][-1]
     assert (meta["steps"], meta["guidance"], meta["seed"]) == (3, 2.0, 7)
-    assert meta["checkpoint"].endswith(".ckpt") and meta["vqvae"] and meta["samples_per_second"] > 0
+    assert meta["prior"].endswith(".ckpt") and meta["prior_kind"] == "vqdiffusion"
+    assert meta["autoencoder"] and meta["samples_per_second"] > 0
     pngs = sorted(p.name for p in (out / "png").glob("*.png"))
     assert pngs == sorted(f"{n}_{i}.png" for n in names for i in range(2))
     first = np.asarray(Image.open(out / "png" / f"{names[0]}_0.png"))
@@ -103,7 +102,7 @@ def test_sample_command_writes_the_sample_folder(runs):
 
 
 def test_sampling_is_reproducible_and_class_filtered(runs, tmp_path):
-    ckpt = resolve_checkpoint(runs["run"])
+    _, ckpt = load_prior(runs["run"])
     a = sample_main([str(ckpt), "n_per_class=1", "steps=2", "seed=3", "classes=falling,walking",
                      f"out={tmp_path / 'a'}", "device=cpu"])
     b = sample_main([str(ckpt), "n_per_class=1", "steps=2", "seed=3", "classes=falling,walking",
@@ -114,16 +113,28 @@ def test_sampling_is_reproducible_and_class_filtered(runs, tmp_path):
 
 
 def test_sample_arguments_and_paths_are_checked(runs, tmp_path):
-    assert parse_args(["x.ckpt", "steps=4", "guidance=0.5"])[1]["steps"] == 4
-    with pytest.raises(ValueError, match="unknown argument 'step=4'"):
-        parse_args(["x.ckpt", "step=4"])
-    with pytest.raises(ValueError, match="usage"):
-        parse_args([])
+    with pytest.raises(UsageError, match="unknown argument 'step'"):
+        sample_main([str(runs["run"]), "step=4"])
+    with pytest.raises(UsageError, match="steps='four': expected int"):
+        sample_main([str(runs["run"]), "steps=four"])
+    with pytest.raises(UsageError, match="positional"):
+        sample_main([])
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        resolve_checkpoint(tmp_path / "nowhere")
+        load_prior(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="'vqvae' run"):
-        resolve_checkpoint(runs["tmp"] / "vq" / "run")
-    with pytest.raises(ValueError, match="unknown"):
+        load_prior(runs["tmp"] / "vq" / "run")
+    with pytest.raises(ValueError, match="classes: unknown"):
         sample_main([str(runs["run"]), "classes=dancing", f"out={tmp_path}"])
-    with pytest.raises(ValueError, match="steps"):
-        sample_main([str(runs["run"]), "steps=11", f"out={tmp_path}"])
+    for bad in ("steps=11", "steps=0"):  # T = 10
+        with pytest.raises(ValueError, match=r"steps must lie in \[1, 10\]"):
+            sample_main([str(runs["run"]), bad, f"out={tmp_path}"])
+    with pytest.raises(ValueError, match="guidance must be a finite scale >= 0"):
+        sample_main([str(runs["run"]), "guidance=-2", f"out={tmp_path}"])
+    with pytest.raises(ValueError, match="n_per_class must be >= 1"):
+        sample_main([str(runs["run"]), "n_per_class=0", f"out={tmp_path}"])
+    assert not (tmp_path / "samples.npy").exists(), "nothing written for refused arguments"
+
+
+def test_sample_command_exits_2_naming_the_argument(runs, tmp_path):
+    proc = run_cli(["mdvq.sample", str(runs["run"]), "guidance=-2", f"out={tmp_path}"])
+    assert proc.returncode == 2 and "guidance must be" in proc.stderr

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_run import TINY_DATA, TINY_MODEL, TINY_TRAINER
+from conftest import CONF, ROOT, TINY_DATA, TINY_MODEL, TINY_TRAINER
 
-from mdvq.sweep import SweepWarning, collect_runs, main, rank, summarise
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+from mdvq.runs.sweeps import SweepWarning, collect_runs, rank, summarise
+from mdvq.sweep import main
 
 # Tiny real runs (as tests/test_run.py's tiny_overrides, without paths.output_dir, which a
 # multirun sets per job): 8 simulated examples per class at 16x16, one short epoch.
@@ -112,7 +110,7 @@ def test_summariser_ranks_tabulates_and_reports_failures(tmp_path, capsys):
     assert next(r["job"] for r in rank(rows, "K", descending=True)) == "10"  # 2 (failed) is last
 
     with pytest.warns(SweepWarning):
-        assert main([str(sweep), "--out", str(tmp_path / "out")]) == 0
+        assert main([str(sweep), f"out={tmp_path / 'out'}"]) == 0
     printed = capsys.readouterr().out
     md = (tmp_path / "out" / "sweep.md").read_text()
     assert md in printed
@@ -127,6 +125,8 @@ def test_summariser_ranks_tabulates_and_reports_failures(tmp_path, capsys):
     assert table[0]["psnr_db"] == "32.5" and table[0]["technique"] == "plain"
     assert table[3]["model"] == "klvae" and table[3]["K"] == "" and table[3]["technique"] == ""
     assert table[4]["status"] == "failed" and "norm_num_groups" in table[4]["error"]
+    # run folders relative to the table's folder: no path of this machine in a shared table
+    assert table[0]["run_dir"] == "../sweep/1" and not any(r["run_dir"].startswith("/") for r in table)
     png = (tmp_path / "out" / "sweep.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -143,7 +143,7 @@ def test_summariser_on_a_real_2x2_multirun(tmp_path, data_cache):
     sweep = tmp_path / "sweep"
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
 
-    out = subprocess.run([sys.executable, "-m", "mdvq.sweep", str(sweep), "--sort", "test/psnr"],
+    out = subprocess.run([sys.executable, "-m", "mdvq.sweep", str(sweep), "sort=test/psnr"],
                          check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Jobs ranked by `test/psnr` (4 jobs)." in out.stdout

@@ -17,7 +17,7 @@ from mdvq.callbacks.reporting import (
     save_and_log_figure,
     stage_label,
 )
-from mdvq.metrics import CodeCounts, DeadCodeTracker, code_counts, codebook_usage, perplexity
+from mdvq.evaluation.metrics import CodeCounts, DeadCodeTracker, code_counts, codebook_usage, perplexity
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from mdvq.callbacks.reporting import (
     save_and_log_figure,
     stage_label,
 )
-from mdvq.metrics import psnr_per_image
-from mdvq.plotting import plot_spectrogram
+from mdvq.evaluation.metrics import psnr_per_image
+from mdvq.utils.plotting import plot_spectrogram
 
 
 def spectrogram_grid_figure(
@@ -31,7 +31,7 @@ def spectrogram_grid_figure(
 
     targets, recons: `(N, C, F, T)` in [0,1] (channel 0 is drawn). times_s `(T,)` in seconds
     and freqs_hz `(F,)` ascending Doppler in Hz give the axes (bins without them), drawn by
-    `mdvq.plotting.plot_spectrogram` (origin="lower": positive Doppler up) on a shared [0,1]
+    `mdvq.utils.plotting.plot_spectrogram` (origin="lower": positive Doppler up) on a shared [0,1]
     colour bar. Each reconstruction is titled with its PSNR in dB.
     """
     targets, recons = np.asarray(targets), np.asarray(recons)

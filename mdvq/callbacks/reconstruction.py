@@ -7,7 +7,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from mdvq.callbacks.reporting import log_epoch_value
-from mdvq.metrics import psnr_per_image
+from mdvq.evaluation.metrics import psnr_per_image
 
 STAGES = ("val", "test")
 

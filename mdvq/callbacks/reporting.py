@@ -9,7 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mdvq.plotting import save_figure
+from mdvq.utils.plotting import save_figure
 
 
 def log_epoch_value(pl_module, name: str, value: float) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mdvq.plotting import save_figure, spectrogram_grid
+from mdvq.utils.plotting import save_figure, spectrogram_grid
 
 log = logging.getLogger(__name__)
 

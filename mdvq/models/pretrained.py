@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from diffusers import VQModel
 
+from mdvq.runs.summary import RunSummary
+
 log = logging.getLogger(__name__)
 
 
@@ -155,21 +157,12 @@ def _from_checkpoint(path: Path) -> FrozenVQVAE:
 
 
 def _from_run(run: Path) -> FrozenVQVAE:
-    try:
-        summary = json.loads((run / "summary.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{run / 'summary.json'}: unreadable run summary ({err})") from err
-    kind = summary.get("model")
-    if kind not in (None, "vqvae"):
-        raise ValueError(f"{run} is a {kind!r} run; model.vqvae needs a VQ-VAE run folder")
-    image_size = (summary.get("config") or {}).get("data", {}).get("image_size")
-    pretrained = summary.get("pretrained_dir")
-    for folder in ([Path(pretrained)] if pretrained else []) + [run / "pretrained"]:
-        if (folder / "config.json").is_file():
-            return _from_diffusers(folder, image_size)
-    ckpts = summary.get("checkpoints") or {}
-    for candidate in (ckpts.get("best"), ckpts.get("last"), run / "checkpoints" / "last.ckpt"):
-        if candidate and Path(candidate).is_file():
-            log.info("VQ-VAE run %s has no exported model; using checkpoint %s", run, candidate)
-            return _from_checkpoint(Path(candidate))
+    summary = RunSummary.read(run, model="vqvae", key="model.vqvae")
+    image_size = (summary.config.get("data") or {}).get("image_size")
+    if summary.pretrained_dir is not None:
+        return _from_diffusers(summary.pretrained_dir, image_size)
+    ckpt = summary.checkpoint("best")
+    if ckpt is not None:
+        log.info("VQ-VAE run %s has no exported model; using checkpoint %s", run, ckpt)
+        return _from_checkpoint(ckpt)
     raise FileNotFoundError(f"{run}: the run has no exported VQ-VAE (pretrained/) and no checkpoint")

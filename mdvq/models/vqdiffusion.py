@@ -194,7 +194,7 @@ class VQDiffusionModule(LightningModule):
             if isinstance(monitor, str) and monitor.split("/")[-1] not in LOGGED:
                 raise ValueError(f"callback {type(cb).__name__} monitors {monitor!r}, which the "
                                  f"VQ-Diffusion prior does not log (it logs {list(LOGGED)} under "
-                                 "train/, val/, test/): run with callbacks=prior")
+                                 "train/, val/, test/): run with experiment=vqdiffusion (callbacks=prior)")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store class names and axes (plain lists) for sampling from the checkpoint alone."""
@@ -315,7 +315,7 @@ class VQDiffusionModule(LightningModule):
         if per_class < 1 or not self.trainer.is_global_zero:
             return
         from mdvq.callbacks.reporting import figure_path, resolve_output_dir, save_and_log_figure
-        from mdvq.sample import sample_grid_figure
+        from mdvq.utils.plotting import sample_grid_figure
 
         labels = torch.arange(self.num_classes).repeat_interleave(per_class)
         generator = torch.Generator(device=self.device).manual_seed(0)

@@ -9,7 +9,6 @@ the data come from the project's ``conf/`` composed with ``data=...`` overrides.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mdvq.models.classifier import SpectrogramClassifier
+from mdvq.runs.compose import compose_config
+from mdvq.runs.summary import RunSummary
+from mdvq.runs.training import build
 
 log = logging.getLogger(__name__)
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass
@@ -41,23 +41,9 @@ class ClassifierRun:
     source: Path
 
 
-def _read_summary(path: Path) -> dict:
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
-        raise ValueError(f"{path}: not a run summary (no 'config')")  # noqa: TRY004 (file content)
-    return summary
-
-
 def _compose(overrides: list[str]) -> DictConfig:
-    """The project config (``conf/``) with ``model=classifier`` and ``overrides``, resolved."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config",
-                      overrides=["model=classifier", "paths.output_dir=.", *overrides])
+    """The project config with ``model=classifier`` and ``overrides``, resolved."""
+    cfg = compose_config(["experiment=classifier", "paths.output_dir=.", *overrides])
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 
@@ -74,34 +60,21 @@ def load_classifier_run(
     source = Path(path)
     if not source.exists():
         raise FileNotFoundError(f"classifier not found: {source}")
-    summary, summary_path = None, None
-    if source.is_dir():
-        summary_path = source / "summary.json"
-    elif source.suffix == ".json":
-        summary_path = source
+    run = None
+    if source.is_dir() or source.suffix == ".json":
+        run = RunSummary.read(source, model="classifier", key="classifier")
     elif source.suffix == ".ckpt":
-        guess = source.resolve().parent.parent / "summary.json"
-        summary_path = guess if guess.is_file() and not overrides else None
+        if RunSummary.exists(source.resolve().parent.parent) and not overrides:
+            run = RunSummary.read(source.resolve().parent.parent, model="classifier",
+                                  key="classifier")
     else:
         raise ValueError(f"{source}: expected a classifier run folder, its summary.json or a .ckpt")
 
-    if summary_path is not None:
-        if not summary_path.is_file():
-            raise FileNotFoundError(f"{summary_path}: missing (not a run folder of mdvq.run?)")
-        summary = _read_summary(summary_path)
-        config = OmegaConf.create(summary["config"])
-        target = str(OmegaConf.select(config, "model._target_", default=""))
-        if not target.endswith("SpectrogramClassifier"):
-            raise ValueError(f"{summary_path}: a run of {target or 'an unknown model'}, "
-                             "not of the classifier (model=classifier)")
-        if source.suffix == ".ckpt":
-            checkpoint = source
-        else:
-            best = (summary.get("checkpoints") or {}).get("best") or (
-                summary.get("checkpoints") or {}).get("last")
-            if not best:
-                raise FileNotFoundError(f"{summary_path}: the run saved no checkpoint")
-            checkpoint = Path(best)
+    if run is not None:
+        config = OmegaConf.create(run.config)
+        checkpoint = source if source.suffix == ".ckpt" else run.checkpoint("best")
+        if checkpoint is None:
+            raise FileNotFoundError(f"{run.path}: the run saved no checkpoint")
     else:
         if not overrides:
             raise ValueError(f"{source}: a checkpoint outside a run folder needs the data it was "
@@ -112,6 +85,8 @@ def load_classifier_run(
         raise FileNotFoundError(f"{checkpoint}: checkpoint missing")
 
     model = _load_model(checkpoint)
+    summary = run.data if run is not None else None
+    summary_path = run.path if run is not None else None
     if summary is None:  # the yaml's optimiser with the checkpoint's architecture
         config.model = OmegaConf.merge(config.model, dict(model.hparams))
     if cache_dir is not None and OmegaConf.select(config, "data.datamodule.source.cache_dir"):
@@ -141,8 +116,6 @@ def _load_model(checkpoint: Path) -> SpectrogramClassifier:
 
 
 def _build_datamodule(config: DictConfig):
-    from mdvq.run import build
-
     datamodule = build(config.data.datamodule)
     datamodule.setup("test")
     return datamodule

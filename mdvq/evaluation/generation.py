@@ -17,21 +17,22 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from mdvq.evaluate.accuracy import conditional_accuracy, loader_accuracy, predict
-from mdvq.evaluate.classifier_run import ClassifierRun
-from mdvq.evaluate.frechet import ClassifierFeatures, frechet_distance
-from mdvq.evaluate.samples import SampleSet, check_compatible
-from mdvq.evaluate.tstr import train_on_synthetic
+from mdvq.evaluation.accuracy import conditional_accuracy, loader_accuracy, predict
+from mdvq.evaluation.classifier_run import ClassifierRun
+from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
+from mdvq.runs.samples import SampleSet, check_compatible
+from mdvq.evaluation.tstr import train_on_synthetic
 
 log = logging.getLogger(__name__)
 
-META_KEYS = ("steps", "guidance", "seed", "checkpoint")
+META_KEYS = ("prior_kind", "steps", "guidance", "seed", "prior", "samples_per_second")
 """Sampler settings copied from meta.json into the report."""
 
 
@@ -126,17 +127,27 @@ def evaluate_generation(
             "floor_train_subset": int(n_floor),
         },
         "class_names": names,
-        "classifier": {"source": str(run.source), "checkpoint": str(run.checkpoint),
+        "classifier": {"source": _relative(run.source, out_dir),
+                       "checkpoint": _relative(run.checkpoint, out_dir),
                        "data_key": dm.data_key, "summary_test_acc": summary_acc},
-        "samples": {"dir": str(samples.directory),
+        "samples": {"dir": _relative(samples.directory, out_dir),
                     **{key: samples.meta.get(key) for key in META_KEYS if key in samples.meta}},
         "seed": seed,
         "command": command,
         "created_at": datetime.now(timezone.utc).isoformat(),
         "tstr_trainer_overrides": OmegaConf.to_container(OmegaConf.create(trainer_overrides or {})),
     }
+    if isinstance(tstr_result, dict) and tstr_result.get("checkpoint"):
+        tstr_result["checkpoint"] = _relative(tstr_result["checkpoint"], out_dir)
+    if result["samples"].get("prior") and Path(result["samples"]["prior"]).exists():
+        result["samples"]["prior"] = _relative(result["samples"]["prior"], out_dir)
     write_metrics(result, out_dir)
     return result
+
+
+def _relative(path, out_dir) -> str:
+    """`path` relative to the metrics folder (POSIX), so shared metrics name no machine path."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
 
 
 def write_metrics(result: dict, out_dir: str | Path) -> tuple[Path, Path]:

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from mdvq.data.datamodule import EpochShuffleSampler
-from mdvq.evaluate.accuracy import loader_accuracy
+from mdvq.evaluation.accuracy import loader_accuracy
+from mdvq.runs.training import build
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ def train_on_synthetic(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, workers=True)
-    from mdvq.run import build
-
     model = build(model_cfg)
     data = SyntheticTrainData(images01, labels, real, real.batch_size, seed)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch_{epoch:03d}",

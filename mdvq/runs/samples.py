@@ -1,11 +1,13 @@
-"""A directory of generated spectrograms (the sampler's output) read and checked for evaluation.
+"""The samples folder: its one writer (`write_samples`) and its one reader (`load_samples`).
 
-Layout (the contract with ``mdvq.sample``)::
+Layout (written by ``python -m mdvq.sample``, read by ``python -m mdvq.evaluate``)::
 
-    samples.npy   float32 (N, 1, F, T) in [0, 1]
+    samples.npy   float32 (N, 1, F, T) in [0, 1], rows in ascending Doppler
     labels.npy    int64 (N,): the class each sample was asked for
-    meta.json     {"class_names": [...], "freqs_hz", "times_s", "steps", "guidance", "seed",
-                   "checkpoint", ...}
+    meta.json     {"class_names": [...], "freqs_hz" (Hz), "times_s" (s), "steps", "guidance",
+                   "seed", "prior", "prior_kind", "samples_per_second", ...}
+    png/<class>_<i>.png   each sample as an 8-bit grey picture, positive Doppler at the top
+    grid.png      one row per class, axes in seconds and Hz
 
 Every problem raises ``FileNotFoundError`` or ``ValueError`` naming the file.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,18 +49,49 @@ class SampleSet:
         return len(self.labels)
 
 
-def write_samples(directory: str | Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> Path:
-    """Write a samples directory (``samples.npy``, ``labels.npy``, ``meta.json``); returns it.
+def write_samples(directory: str | Path, images: np.ndarray, labels: np.ndarray, meta: dict,
+                  pictures: bool = True) -> Path:
+    """Write a samples folder; returns it.
 
     ``images`` ``(N, 1, F, T)`` in [0, 1] (stored as float32), ``labels`` ``(N,)`` (int64),
-    ``meta`` a JSON-ready dict holding at least ``class_names``. No checks: see :func:`load_samples`.
+    ``meta`` a JSON-ready dict holding at least ``class_names`` (and, for physical axes,
+    ``freqs_hz``/``times_s``). With ``pictures`` also ``png/`` (one PNG per sample) and
+    ``grid.png``. Checks: see :func:`load_samples`.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / SAMPLES_FILE, np.asarray(images, dtype=np.float32))
-    np.save(directory / LABELS_FILE, np.asarray(labels, dtype=np.int64))
+    images = np.asarray(images, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    np.save(directory / SAMPLES_FILE, images)
+    np.save(directory / LABELS_FILE, labels)
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable))
+    if pictures:
+        _write_pictures(directory, images, labels, meta)
     return directory
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "class"
+
+
+def _write_pictures(directory: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
+    from PIL import Image
+
+    from mdvq.data.spectrogram import to_image_rows
+    from mdvq.utils.plotting import sample_grid_figure, save_figure
+
+    names = [str(c) for c in meta["class_names"]]
+    (directory / "png").mkdir(exist_ok=True)
+    counts: dict[int, int] = {}
+    for img, c in zip(images, labels.tolist()):
+        i = counts[c] = counts.get(c, -1) + 1
+        pixels = np.round(to_image_rows(img[0]) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(directory / "png" / f"{_safe(names[c])}_{i}.png")
+    per_row = max(counts.values(), default=1) + 1
+    title = ", ".join(f"{k} {meta[k]}" for k in ("steps", "guidance", "seed") if k in meta)
+    fig = sample_grid_figure(images, labels, names, meta.get("freqs_hz"), meta.get("times_s"),
+                             per_row=min(per_row, 12), suptitle=f"samples: {title}" if title else None)
+    save_figure(fig, directory / "grid.png")
 
 
 def _jsonable(value):

@@ -79,3 +79,19 @@ def save_figure(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def sample_grid_figure(images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                       freqs_hz=None, times_s=None, per_row: int = 8, suptitle: str | None = None):
+    """A figure of samples ``(N, C, F, T)`` in [0, 1] sorted by class, ``per_row`` per row, each
+    panel titled with its class; axes in seconds and Hz when known."""
+    order = np.argsort(np.asarray(labels), kind="stable")
+    counts = {}
+    titles = []
+    for i in order:
+        c = int(labels[i])
+        counts[c] = counts.get(c, 0) + 1
+        name = class_names[c] if 0 <= c < len(class_names) else f"class {c}"
+        titles.append(f"{name} #{counts[c]}")
+    return spectrogram_grid([images[i] for i in order], titles, freqs_hz, times_s,
+                            ncols=max(1, int(per_row)), suptitle=suptitle)
