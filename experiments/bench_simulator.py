@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mdvq.data.simulate import DEFAULT_CLASSES, RadarSimulatorSource
+from mdvq.data.simulator import DEFAULT_CLASSES, RadarSimulatorSource
 
 
 def bench(num_per_class: int, cache_dir: Path, progress: bool) -> dict:

@@ -1,4 +1,4 @@
-"""Tests of the physics micro-Doppler simulator (mdvq.data.simulate)."""
+"""Tests of the physics micro-Doppler simulator (mdvq.data.simulator)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mdvq.data import simulate as sim
+from mdvq.data import simulator as sim
 from mdvq.data.dataset import SpectrogramSet
+from mdvq.data.simulator import source as sim_source
 from mdvq.data.spectrogram import STFTConfig, stft_magnitude
 
 PRF = 1000.0
 LAM = sim.wavelength_m(5.8e9)  # 0.051688 m
 STFT = sim.DEFAULT_STFT
 BIN_HZ = PRF / STFT.nfft  # 3.906 Hz
+
+
+def at(joints: dict, range_m: float, aspect_deg: float) -> dict:
+    """Body-frame joints placed `range_m` along the world x axis, facing `aspect_deg` off the
+    radar direction (the radar at the origin)."""
+    heading = math.pi + math.radians(aspect_deg)
+    return {k: sim.to_world(v, (range_m, 0.0), heading) for k, v in joints.items()}
 
 
 def ridge_hz(iq: np.ndarray, stft: STFTConfig = STFT) -> tuple[np.ndarray, np.ndarray]:
@@ -92,16 +100,19 @@ def test_ellipsoid_amplitudes_match_rcs_formula():
 
 def test_standing_skeleton_geometry():
     h = 1.8
-    pose = sim.Pose(pelvis=np.array([[0.0, 0.0, 0.491 * h]]))
+    hip = (0.491 + 0.039) * h  # leg + ankle height: standing on the floor
+    pose = sim.Pose(pelvis=np.array([[0.0, 0.0, hip]]))
     j = sim.skeleton_joints(pose, h)
-    assert j["head_top"][0] == pytest.approx([0, 0, (0.491 + 0.288 + 0.130) * h])
-    assert j["ankle_l"][0] == pytest.approx([0, 0.191 * h / 2, 0.0])
-    assert j["toe_r"][0] == pytest.approx([0.143 * h, -0.191 * h / 2, 0.0])
-    assert j["hand_r"][0] == pytest.approx([0, -0.259 * h / 2, (0.491 + 0.288 - 0.188 - 0.152) * h])
+    assert j["head_top"][0] == pytest.approx([0, 0, hip + (0.288 + 0.130) * h])
+    assert j["ankle_l"][0] == pytest.approx([0, 0.191 * h / 2, 0.039 * h])
+    assert j["heel_l"][0] == pytest.approx([0, 0.191 * h / 2, 0.0])
+    toe_x = math.sqrt(0.143**2 - 0.039**2) * h  # toe 0.143 H from the ankle, on the floor
+    assert j["toe_r"][0] == pytest.approx([toe_x, -0.191 * h / 2, 0.0])
+    assert j["hand_r"][0] == pytest.approx([0, -0.259 * h / 2, hip + (0.288 - 0.188 - 0.152) * h])
     # flexing the hip by 90 degrees puts the knee straight ahead at hip height
     pose.angles["hip_l"] = np.array([np.pi / 2])
     assert sim.skeleton_joints(pose, h)["knee_l"][0] == pytest.approx(
-        [0.245 * h, 0.191 * h / 2, 0.491 * h])
+        [0.245 * h, 0.191 * h / 2, hip])
     centres, axes, semi = sim.body_scatterers(j, h)
     assert centres.shape == (12, 1, 3) and axes.shape == (12, 1, 3) and semi.shape == (12, 3)
     assert np.linalg.norm(axes, axis=-1) == pytest.approx(np.ones((12, 1)))
@@ -137,9 +148,9 @@ def test_walking_pose_is_periodic_and_progresses_at_speed():
 def test_walk_torso_line_at_walking_speed_doppler(aspect):
     h, v = 1.75, 1.4
     t = np.arange(3000) / PRF
-    pose = sim.walking_pose(t, h, v, start_phase=0.1)
     # far enough that the line-of-sight angle hardly changes over the 4.2 m walked
-    iq = sim.human_returns(pose, h, 20.0, aspect, LAM, radar_height_m=1.0)
+    iq = sim.human_returns(at(sim.walking_joints(t, h, v, start_phase=0.1), 20.0, aspect),
+                           h, LAM, radar_height_m=1.0)
     freqs, _, mag = stft_magnitude(iq, PRF, STFT)
     f = freqs[np.argmax(mag, axis=0)]
     expected = 2 * v * math.cos(math.radians(aspect)) / LAM  # +49.1 Hz / -50.9 Hz
@@ -158,10 +169,10 @@ def test_walk_torso_line_at_walking_speed_doppler(aspect):
 def test_falling_towards_radar_is_a_positive_burst_then_still():
     t = np.arange(3000) / PRF
     rng = np.random.default_rng(0)
-    pose, t_fall = sim.falling_pose(t, 1.75, 0.5, rng)
+    joints, t_fall = sim.fall_joints(t, 1.75, 0.5, rng)
     assert 0.6 < t_fall < 1.6
     for aspect, sign in ((0.0, 1.0), (180.0, -1.0)):
-        iq = sim.human_returns(pose, 1.75, 4.0, aspect, LAM)
+        iq = sim.human_returns(at(joints, 4.0, aspect), 1.75, LAM)
         freqs, times, mag = stft_magnitude(iq, PRF, STFT)
         during = (times > 0.5) & (times < 0.5 + t_fall)
         p = mag[:, during] ** 2
@@ -183,7 +194,9 @@ def test_activities_move_only_inside_their_interval(activity):
     inside = (t > 0.8) & (t < 2.3)
     assert fastest[inside].max() > 0.5  # m/s: a real movement
     assert fastest[~inside].max() < 0.05  # only postural sway outside
-    assert np.all(j["ankle_l"][:, 2] == pytest.approx(0.0, abs=1e-9))  # feet stay planted
+    assert np.all(j["heel_l"][:, 2] == pytest.approx(0.0, abs=1e-9))  # feet stay planted
+    assert np.all(j["toe_r"][:, 2] == pytest.approx(0.0, abs=1e-9))
+    assert np.ptp(j["toe_r"], axis=0) == pytest.approx(np.zeros(3), abs=1e-9)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,7 +283,7 @@ def test_cache_roundtrip_and_keys(tmp_path: Path, monkeypatch):
 def test_version_is_part_of_the_cache_key(monkeypatch):
     src = small_source()
     before = src.params()
-    monkeypatch.setattr(sim, "SIMULATOR_VERSION", sim.SIMULATOR_VERSION + 1)
+    monkeypatch.setattr(sim_source, "SIMULATOR_VERSION", sim.SIMULATOR_VERSION + 1)
     assert src.params() != before
 
 
@@ -297,6 +310,9 @@ def test_extra_non_human_classes():
     ({"stft": {"hop": 3}}, r"stft: unknown key\(s\) \['hop'\]"),
     ({"stft": {"max_doppler_hz": 800.0}}, "max_doppler_hz"),
     ({"stft": {"noverlap": 128}}, "noverlap"),
+    ({"snr": 3}, r"unknown setting\(s\) \['snr'\]"),
+    ({"mti_order": -1}, "mti_order"),
+    ({"mti_cutoff": 1.5}, "mti_cutoff"),
 ])
 def test_bad_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -306,3 +322,79 @@ def test_bad_config_errors(kwargs, match):
 def test_low_prf_warns_about_limb_aliasing():
     with pytest.warns(UserWarning, match="alias"):
         small_source(prf_hz=300.0, stft={"nfft": 128, "max_doppler_hz": None})
+
+
+# --------------------------------------------------------------------------------------------
+# Physical invariants (SIMULATOR_VERSION 2)
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scenes():
+    """World joints and info of the first 4 examples of every class (default settings)."""
+    cfg = small_source().config
+    return [(sim.example_joints(cfg, i), sim.simulate_example(cfg, i)[1]) for i in range(24)]
+
+
+def test_no_point_below_the_floor(scenes):
+    for joints, info in scenes:
+        lowest = min(v[:, 2].min() for v in joints.values())
+        assert lowest >= -1e-9, (info["class"], lowest)
+    # the extremes of the walking model too (slowest tall, fastest short walker)
+    t = np.arange(3000) / PRF
+    for h, v in ((1.95, 0.8), (1.5, 2.0)):
+        j = sim.walking_joints(t, h, v, 0.3)
+        assert min(p[:, 2].min() for p in j.values()) >= -1e-9
+        # a foot is on the floor at every instant
+        assert np.min([j[n][:, 2] for n in sim.CONTACT_JOINTS], axis=0) == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.parametrize("h, v", [(1.95, 0.8), (1.8, 1.4), (1.5, 2.0)])
+def test_walking_planted_foot_is_still_and_speed_kept(h, v):
+    t = np.arange(3000) / PRF
+    j = sim.walking_joints(t, h, v, 0.3)
+    # the supporting point (the lowest heel / toe) does not slide: before the fix the stance
+    # ankle moved at 0.2 m/s on average, up to 1.8 m/s
+    pts = np.stack([j[n] for n in sim.CONTACT_JOINTS], 1)
+    low = np.argmin(pts[..., 2], axis=1)
+    vel = np.gradient(pts[..., :2], axis=0) * PRF
+    speed = np.linalg.norm(vel[np.arange(len(t)), low], axis=1)
+    assert np.median(speed) < 0.005 and np.percentile(speed, 90) < 0.05
+    # the body still walks at the requested speed (Boulic progression kept)
+    walked = (j["pelvis"][-1, 0] - j["pelvis"][0, 0]) / t[-1]
+    assert walked == pytest.approx(v, rel=0.03)
+
+
+def test_fall_reach_stays_inside_the_range(scenes):
+    radar = np.array([0.0, 0.0, 1.0])
+    for joints, info in scenes:
+        if info["class"] == "walking":
+            continue
+        closest = min(np.hypot(p[:, 0], p[:, 1]).min() for p in joints.values())
+        assert closest == pytest.approx(info["range_m"], abs=0.01)
+        assert closest >= 2.0
+        if info["class"] == "falling":  # the body rests on the floor in front of the radar
+            end = {k: v[-1] for k, v in joints.items()}
+            assert np.linalg.norm(end["head_top"] - radar) > 1.9
+
+
+def test_clutter_removed_in_place_activities_stand_out_of_the_clutter_band():
+    src = small_source(num_per_class=1)
+    raw = small_source(num_per_class=1, mean_removal=False, mti_order=0)
+    for i, cls in enumerate(src.config.classes):
+        if cls in ("walking", "falling"):
+            continue
+        iq, info = src.slow_time(i)
+        freqs, times, mag = stft_magnitude(iq, PRF, STFT)
+        p = mag**2
+        noise = p[np.abs(freqs) > 200].mean()
+        half = STFT.nperseg / PRF / 2
+        moving = (times + half > info["start_s"]) & (
+            times - half < info["start_s"] + info["activity_s"])
+        band = (np.abs(freqs) > 15) & (np.abs(freqs) < 100)
+        motion_db = 10 * np.log10(p[band][:, moving].mean(0).max() / noise)
+        assert motion_db > 6, (cls, motion_db)
+        # the zero-Doppler line (static scatterers, still body) is much weaker than without
+        # clutter removal (what remains is the body's slow sway and the MTI's start)
+        _, _, mag_raw = stft_magnitude(raw.slow_time(i)[0], PRF, STFT)
+        zero = np.abs(freqs) < 2
+        assert (mag_raw[zero] ** 2).sum() > 3 * (mag[zero] ** 2).sum()
