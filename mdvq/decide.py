@@ -50,5 +50,10 @@ def main(argv: list[str]) -> Path:
     return out
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console-script entry (`mdvq-decide`): exits with the command's status."""
     sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    console()

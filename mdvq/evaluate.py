@@ -65,5 +65,10 @@ def main(argv: list[str]) -> dict:
     return result
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console-script entry (`mdvq-evaluate`): exits with the command's status."""
     sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    console()

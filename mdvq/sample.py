@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from mdvq.runs.sampling import load_prior, sample_prior
 from mdvq.runs.samples import write_samples
+from mdvq.runs.sampling import load_prior, sample_prior
 from mdvq.utils import cli
 
 POSITIONAL = [cli.Arg("prior", help="prior run folder, .ckpt, or exported prior folder")]
@@ -58,5 +58,10 @@ def main(argv: list[str]) -> Path:
     return out
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console-script entry (`mdvq-sample`): exits with the command's status."""
     sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    console()

@@ -42,5 +42,10 @@ def main(argv: list[str]) -> int:
     return 0 if rows else 1
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console-script entry (`mdvq-sweep`): exits with the command's status."""
     sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    console()

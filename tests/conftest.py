@@ -44,12 +44,12 @@ def small_set() -> SpectrogramSet:
 
 
 # ---- the real Hydra config, shrunk: shared by every end-to-end test -------------------------
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from mdvq.runs.compose import compose_config, config_dir  # noqa: E402
+from mdvq.runs.compose import compose_config, config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = config_dir()

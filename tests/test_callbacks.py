@@ -15,7 +15,6 @@ Under 2-process DDP rank 0 sees items 0 and 2 (codes {0, 1}) and rank 1 items 1 
 """
 
 import json
-import logging
 import math
 from pathlib import Path
 from unittest.mock import MagicMock

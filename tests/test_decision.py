@@ -10,9 +10,9 @@ import pytest
 
 from mdvq.data.errors import DataError
 from mdvq.decide import main
-from mdvq.utils.cli import run as run_command
 from mdvq.evaluation.decision import decide, thresholds, uniform_usage, write_decision
 from mdvq.runs.summary import RunSummary, find_runs
+from mdvq.utils.cli import run as run_command
 
 REPO = Path(__file__).resolve().parents[1]
 

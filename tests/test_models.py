@@ -97,7 +97,7 @@ def ridges(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 def psnr01(recon01: torch.Tensor, target01: torch.Tensor) -> float:
-    """Mean per-image PSNR (dB) of (B, C, F, T) images in [0, 1] (DESIGN 4)."""
+    """Mean per-image PSNR (dB) of (B, C, F, T) images in [0, 1] (docs/metrics.md)."""
     mse = (recon01 - target01).square().flatten(1).mean(1)
     return float((10 * torch.log10(1 / mse)).mean())
 

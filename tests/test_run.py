@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import CONF, ROOT, compose_cfg, run_cli, tiny_overrides
+from omegaconf import OmegaConf
 
 from mdvq.runs.summary import RunSummary
 from mdvq.runs.training import train
+
 
 def config_options() -> list[tuple[str, str]]:
     """Every (group, option) of conf/, read from the folder itself: a new file is tested the day

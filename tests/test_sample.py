@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from conftest import ROOT, compose_cfg, data_overrides, run_cli, tiny_overrides
+from PIL import Image
 
 from mdvq.models.vqdiffusion import VQDiffusionModule, load_transformer
 from mdvq.runs.sampling import load_prior

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONF, ROOT, TINY_DATA, TINY_MODEL, TINY_TRAINER
+from conftest import TINY_DATA, TINY_MODEL, TINY_TRAINER
 
 from mdvq.runs.sweeps import SweepWarning, collect_runs, rank, summarise
 from mdvq.sweep import main

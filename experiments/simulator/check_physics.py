@@ -37,9 +37,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from mdvq.plotting import save_figure, spectrogram_grid
 
 from mdvq.data.spectrogram import stft_magnitude
-from mdvq.plotting import save_figure, spectrogram_grid
 
 HERE = Path(__file__).resolve().parent
 FEET = ("ankle", "heel", "toe")

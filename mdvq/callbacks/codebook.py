@@ -1,4 +1,4 @@
-"""`CodebookMonitor`: codebook usage, perplexity and dead codes of a VQ model (DESIGN.md 4)."""
+"""`CodebookMonitor`: codebook usage, perplexity and dead codes of a VQ model (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ from mdvq.callbacks.reporting import (
     save_and_log_figure,
     stage_label,
 )
-from mdvq.evaluation.metrics import CodeCounts, DeadCodeTracker, code_counts, codebook_usage, perplexity
+from mdvq.evaluation.metrics import (
+    CodeCounts,
+    DeadCodeTracker,
+    code_counts,
+    codebook_usage,
+    perplexity,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`ReconstructionMetrics`: PSNR and SSIM of reconstructions on [0,1] (DESIGN.md section 4)."""
+"""`ReconstructionMetrics`: PSNR and SSIM of reconstructions on [0,1] (docs/metrics.md)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ CACHE_FORMAT_VERSION = 1
 class SpectrogramSet:
     """A labelled set of spectrograms in [0,1] with their physical axes.
 
-    images: float32 `(N, C, F, T)` in [0,1], rows in ascending Doppler (DESIGN.md section 2).
+    images: float32 `(N, C, F, T)` in [0,1], rows in ascending Doppler (docs/data.md).
     labels: int64 `(N,)` class indices into `class_names`.
     subjects: str `(N,)` subject/recording-group ids, or None when unknown (splits then
       stratify by class only).

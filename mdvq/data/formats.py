@@ -35,11 +35,11 @@ __all__ = [
     "db_to_unit",
     "glasgow_spectrogram",
     "mti_filter",
-    "remove_static_clutter",
     "parse_complex_tokens",
     "parse_glasgow_name",
     "range_profiles",
     "read_glasgow_dat",
+    "remove_static_clutter",
     "resample_axis",
     "stack_examples",
 ]

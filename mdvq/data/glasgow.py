@@ -3,7 +3,7 @@
 The "Radar signatures of human activities" set (Fioranelli et al., 2019, CC BY 4.0) stores
 each recording as an ASCII `.dat` file, one number per line: carrier [Hz], sweep time [ms],
 samples per sweep, bandwidth [Hz], then the complex samples written like `-12.5+3.25i`. The
-processing follows the group's MATLAB example (DESIGN.md section 3b): range FFT, MTI high-pass,
+processing follows the group's MATLAB example (docs/data.md): range FFT, MTI high-pass,
 STFT of each range bin in a band, magnitudes summed, Doppler axis flipped so that approaching
 targets are positive.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mdvq.data.clutter import mti_filter
 from mdvq.data.arrays import as_size, resample_axis, stack_examples
+from mdvq.data.clutter import mti_filter
 from mdvq.data.dataset import SpectrogramSet, load_or_build
 from mdvq.data.errors import DataError, check_on_error, load_each
 from mdvq.data.spectrogram import SPEED_OF_LIGHT, STFTConfig, compute_spectrogram
@@ -300,7 +300,7 @@ class GlasgowSource:
     labels_csv: optional CSV with columns `file,label[,subject]`; `file` is the path relative
       to root (or a bare file name), `label` an activity code or class name, `subject` an id
       used verbatim. Its entries override the file names; files it lacks use their names.
-    activity_field: "A" takes the activity from `Ayy` (DESIGN.md), "K" from the leading digit
+    activity_field: "A" takes the activity from `Ayy` (docs/data.md), "K" from the leading digit
       (the dataset Readme); a disagreement is logged.
     range_bins, mti_order, mti_cutoff, max_velocity_mps: see `glasgow_spectrogram`.
     stft: an `STFTConfig` or a dict of fields overriding `GLASGOW_STFT`.

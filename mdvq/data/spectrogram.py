@@ -1,6 +1,6 @@
 """The one spectrogram pipeline every data source uses: STFT -> magnitude -> dB -> [0,1].
 
-Conventions (DESIGN.md section 2): a spectrogram array is `(F, T)` (or `(C, F, T)`), rows are
+Conventions (docs/data.md): a spectrogram array is `(F, T)` (or `(C, F, T)`), rows are
 Doppler bins in *ascending* frequency (row 0 = most negative Doppler, zero Doppler in the
 middle), so plotting with `origin="lower"` draws approaching targets (positive Doppler) upward.
 Images written for people put positive Doppler at the top (see `to_image_rows`).

@@ -144,8 +144,8 @@ def decide(
                        f"{min(1.0, usage_selections / num_codes):.3f} possible, a uniform codebook "
                        f"would show {uniform_usage(usage_selections, int(num_codes)):.3f})")
     reasons = [
-        f"PSNR: VQ-VAE {psnr_vq:.2f} dB {'>' if psnr_ok else 'is not >'} "
-        f"(1 + {psnr_margin:g}) x KL-VAE {psnr_kl:.2f} dB = {required:.2f} dB",
+        (f"PSNR: VQ-VAE {psnr_vq:.2f} dB {'>' if psnr_ok else 'is not >'} "
+        f"(1 + {psnr_margin:g}) x KL-VAE {psnr_kl:.2f} dB = {required:.2f} dB"),
         usage_line,
     ]
     if comparable is False:

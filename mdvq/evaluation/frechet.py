@@ -1,6 +1,6 @@
 """Frechet distance between two sets of spectrograms on the in-domain classifier's features.
 
-Inception weights cannot be downloaded here (DESIGN.md section 4), so the distance is
+Inception weights cannot be downloaded here (docs/metrics.md), so the distance is
 torchmetrics' ``FrechetInceptionDistance`` with a custom feature extractor: the classifier's
 penultimate features. torchmetrics accepts any ``nn.Module`` as ``feature`` that maps a batch
 to ``(N, d)``; with ``normalize=True`` it passes float images through unchanged (with

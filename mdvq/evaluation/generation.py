@@ -1,6 +1,6 @@
 """Phase-2 generation metrics on one samples directory, written as metrics.json and metrics.md.
 
-Against the real data of the in-domain classifier (DESIGN.md section 4):
+Against the real data of the in-domain classifier (docs/metrics.md):
 
 - conditional accuracy: the classifier's top-1 class equals the class a sample was asked for
   (overall and per class; chance is 1/K);
@@ -27,8 +27,8 @@ from omegaconf import OmegaConf
 from mdvq.evaluation.accuracy import conditional_accuracy, loader_accuracy, predict
 from mdvq.evaluation.classifier_run import ClassifierRun
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
-from mdvq.runs.samples import SampleSet, check_compatible
 from mdvq.evaluation.tstr import train_on_synthetic
+from mdvq.runs.samples import SampleSet, check_compatible
 
 log = logging.getLogger(__name__)
 

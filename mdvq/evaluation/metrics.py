@@ -1,4 +1,4 @@
-"""Phase-1 metrics (DESIGN.md section 4): code counts, codebook usage, perplexity, dead codes, PSNR.
+"""Phase-1 metrics (docs/metrics.md): code counts, codebook usage, perplexity, dead codes, PSNR.
 
 Pure functions on tensors plus two small stateful pieces: `CodeCounts`, a torchmetrics `Metric`
 whose per-code counts are summed across DDP ranks before any ratio is taken, and

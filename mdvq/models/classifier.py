@@ -1,4 +1,4 @@
-"""In-domain spectrogram classifier: the judge of phase-2 generation (DESIGN.md section 4).
+"""In-domain spectrogram classifier: the judge of phase-2 generation (docs/metrics.md).
 
 A small CNN trained on the real training split. Its logits give the class accuracy of
 generated spectrograms, its penultimate features the Frechet distance between sets, and a

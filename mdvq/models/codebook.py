@@ -7,7 +7,7 @@ switches is on (each one a key of ``conf/model/codebook/*.yaml``):
   ``kmeans_batches`` training batches (instead of diffusers' uniform(-1/K, 1/K) init).
 - ``restart_after_steps`` N: a code not selected (on any rank) in the last N training steps is
   re-seeded from encoder outputs of the current batch (the same "dead code" definition as the
-  codebook monitor, DESIGN.md section 4).
+  codebook monitor, docs/metrics.md).
 - ``ema_decay``: the codebook follows exponential moving averages of the vectors assigned to
   each code (VQ-VAE paper, appendix) instead of the codebook loss; the encoder still gets the
   commitment term ``commitment_cost * ||z - sg(e)||^2``. EMA codebooks start at data scale
@@ -17,7 +17,7 @@ switches is on (each one a key of ``conf/model/codebook/*.yaml``):
 - ``lookup_dim`` d: the nearest-neighbour search runs in a d-dimensional space reached by a
   learned linear projection (and projected back), as in ViT-VQGAN / Improved VQGAN.
 
-Loss convention (the VQ-VAE paper's; DESIGN.md section 5): ``codebook_loss = ||sg(z) - e||^2``
+Loss convention (the VQ-VAE paper's; docs/library-facts.md): ``codebook_loss = ||sg(z) - e||^2``
 (weight 1; zero with EMA updates) and ``commit_loss = commitment_cost * ||z - sg(e)||^2``, means
 over all elements, in the lookup space. Gradients pass to the encoder straight-through.
 

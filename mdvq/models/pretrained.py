@@ -10,7 +10,7 @@
 and returns a :class:`FrozenVQVAE`. Only the plain diffusers model is used: indices from
 ``model.quantize(model.encode(x).latents)``, latents from
 ``model.quantize.get_codebook_entry(indices, (B, h, w, D))``, images from
-``model.decode(z, force_not_quantize=True)`` (DESIGN.md section 5).
+``model.decode(z, force_not_quantize=True)`` (docs/library-facts.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The network is diffusers' ``Transformer2DModel`` in discrete mode (``num_vector_
 1``, the last token is the mask) with ``norm_type="ada_norm_zero"``, which takes one time step
 and one class label per sample. Its per-block ``LabelEmbedding`` has ``num_classes + 1`` rows;
 the hard-wired per-block label dropout is switched off and labels are dropped here, once per
-sample for every block, to the null class ``num_classes`` (DESIGN.md section 5). The corruption,
+sample for every block, to the null class ``num_classes`` (docs/library-facts.md). The corruption,
 posterior, loss and samplers live in :mod:`mdvq.models.discrete_diffusion`; the frozen VQ-VAE
 (:mod:`mdvq.models.pretrained`) is stored inside the module, so a checkpoint samples images on
 its own.

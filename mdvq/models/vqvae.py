@@ -4,7 +4,7 @@ The network is diffusers' ``VQModel`` built from plain arguments; this module ow
 the optimiser and the logging. Images are ``(B, C, F, T)`` in [-1, 1] (model space); what is
 returned for people (``target``, ``recon``) is in [0, 1].
 
-Loss (VQ-VAE paper convention, DESIGN.md section 5)::
+Loss (VQ-VAE paper convention, docs/library-facts.md)::
 
     loss = recon_loss + spectral_weight * spectral_loss
            + ||sg(z) - e||^2                      # codebook_loss (moves the codes)
@@ -135,7 +135,7 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
             mid_block_add_attention=mid_block_add_attention,
             force_upcast=force_upcast,
         )
-        # Paper convention (DESIGN.md 5): beta weights the commitment term only when not legacy.
+        # Paper convention (docs/library-facts.md): beta weights the commitment term only when not legacy.
         self.model.quantize.legacy = False
         self.model.quantize.beta = commitment_cost
         self.num_codes = int(num_vq_embeddings)

@@ -12,8 +12,8 @@ folder, so a committed table names no path of the machine that made it.
 from __future__ import annotations
 
 import csv
-import os
 import math
+import os
 import warnings
 from pathlib import Path
 

@@ -1,0 +1,1 @@
+"""mdvq: generative modelling of radar micro-Doppler spectrograms."""

@@ -1,0 +1,202 @@
+"""`CodebookMonitor`: codebook usage, perplexity and dead codes of a VQ model (docs/metrics.md)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback
+from matplotlib.figure import Figure
+
+from mdvq.callbacks.reporting import (
+    figure_path,
+    log_epoch_value,
+    resolve_output_dir,
+    save_and_log_figure,
+    stage_label,
+)
+from mdvq.evaluation.metrics import CodeCounts, DeadCodeTracker, code_counts, codebook_usage, perplexity
+
+log = logging.getLogger(__name__)
+
+STAGES = ("val", "test")
+
+
+def _indices(outputs) -> torch.Tensor | None:
+    """The `"indices"` `(B, h, w)` a step returned, or None (e.g. a KL-VAE step)."""
+    if isinstance(outputs, dict):
+        return outputs.get("indices")
+    return None
+
+
+def code_use_figure(counts: np.ndarray, title: str) -> Figure:
+    """Sorted code frequencies (most used first) with the uniform level 1/K as a dashed line."""
+    counts = np.asarray(counts, dtype=np.float64)
+    freq = np.sort(counts / max(counts.sum(), 1.0))[::-1]
+    rank = np.arange(len(freq))
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.fill_between(rank, freq, step="mid", alpha=0.4)
+    ax.plot(rank, freq, drawstyle="steps-mid", lw=1)
+    ax.axhline(1.0 / len(freq), color="k", ls="--", lw=0.8, label="uniform 1/K")
+    ax.set_xlim(-0.5, len(freq) - 0.5)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("code rank (most used first)")
+    ax.set_ylabel("fraction of selections")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+class CodebookMonitor(Callback):
+    """Logs `{stage}/codebook_usage`, `{stage}/perplexity` and `{stage}/dead_codes` of a VQ model.
+
+    Reads the `"indices"` `(B, h, w)` the module's steps return (nothing is recomputed):
+    training steps feed a dead-code tracker (a code is dead when not selected during the last
+    `dead_code_window` optimizer steps, over all ranks); validation and test steps feed code
+    counts summed over every batch and rank of the pass, from which usage (fraction of the K
+    codes selected at least once) and perplexity (`exp(H(p))`) are taken at epoch end.
+    `train/dead_codes` is logged at the end of each training epoch too.
+
+    Args:
+        dead_code_window: N, the number of most recent training steps a code must appear in
+            to count as alive.
+        log_histogram: draw the sorted code frequencies as a PNG in `output_dir/figures` and
+            send it to the image loggers (W&B, TensorBoard) at each val/test epoch end.
+        output_dir: folder for the PNGs; None means `trainer.log_dir`.
+        num_codes: K; None takes `pl_module.num_codes`. Modules without it (KL-VAE) are skipped.
+
+    The tracker state is part of the callback's `state_dict`, so a resumed run continues it.
+    """
+
+    def __init__(
+        self,
+        dead_code_window: int = 200,
+        log_histogram: bool = True,
+        output_dir: str | None = None,
+        num_codes: int | None = None,
+    ):
+        if dead_code_window < 1:
+            raise ValueError(
+                f"callbacks.codebook_monitor.dead_code_window must be >= 1, got {dead_code_window}"
+            )
+        self.dead_code_window = int(dead_code_window)
+        self.log_histogram = log_histogram
+        self.output_dir = output_dir
+        self.num_codes = num_codes
+        self.tracker: DeadCodeTracker | None = None
+        self.counts: dict[str, CodeCounts] = {}
+        self._pending_state: dict | None = None
+        self._dir: Path | None = None
+
+    # -- setup and checkpoint state ---------------------------------------------------------
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Find K and build the tracker and per-stage counters (kept across fit -> test)."""
+        self._dir = resolve_output_dir(trainer, self.output_dir)
+        num_codes = self.num_codes or getattr(pl_module, "num_codes", None)
+        if num_codes is None:  # KL-VAE or any module without a codebook
+            return
+        if self.tracker is None or self.tracker.num_codes != num_codes:
+            self.tracker = DeadCodeTracker(num_codes)
+            self.counts = {s: CodeCounts(num_codes) for s in STAGES}
+        if self._pending_state is not None:
+            state, self._pending_state = self._pending_state, None
+            self.load_state_dict(state)
+
+    def state_dict(self) -> dict:
+        """The dead-code tracker (`last_used_step` on CPU) and the settings it depends on."""
+        if self.tracker is None:
+            return {}
+        return {
+            "num_codes": self.tracker.num_codes,
+            "last_used_step": self.tracker.last_used_step.detach().cpu(),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the tracker from a checkpoint (deferred until `setup` knows K)."""
+        if not state_dict:
+            return
+        if self.tracker is None:
+            self._pending_state = state_dict
+            return
+        if state_dict["num_codes"] != self.tracker.num_codes:
+            raise ValueError(
+                f"checkpoint's CodebookMonitor state has {state_dict['num_codes']} codes, "
+                f"the model has {self.tracker.num_codes}"
+            )
+        self.tracker.last_used_step.copy_(state_dict["last_used_step"])
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Mark the codes of this step (on any rank) as used at `trainer.global_step`."""
+        indices = _indices(outputs)
+        if self.tracker is None or indices is None:
+            return
+        if self.tracker.last_used_step.device != indices.device:
+            self.tracker.to(indices.device)
+        used = code_counts(indices, self.tracker.num_codes) > 0
+        used = trainer.strategy.reduce(used.long(), reduce_op="sum") > 0  # union over ranks
+        self.tracker.mark(used, trainer.global_step)
+
+    def _count(self, stage: str, outputs) -> None:
+        indices = _indices(outputs)
+        if self.tracker is None or indices is None:
+            return
+        metric = self.counts[stage]
+        if metric.device != indices.device:
+            metric.to(indices.device)
+        metric.update(indices)
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ):
+        self._count("val", outputs)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._count("test", outputs)
+
+    # -- epoch ends -------------------------------------------------------------------------
+
+    def _dead_codes(self) -> int | None:
+        """Dead codes at the latest recorded training step, or None before any training step."""
+        if self.tracker is None or self.tracker.latest_step < 0:
+            return None
+        return self.tracker.dead_count(self.tracker.latest_step, self.dead_code_window)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        dead = self._dead_codes()
+        if dead is not None:
+            log_epoch_value(pl_module, "train/dead_codes", dead)
+
+    def _report(self, stage: str, trainer, pl_module) -> None:
+        if self.tracker is None:
+            return
+        metric = self.counts[stage]
+        if metric.update_count == 0:  # the module returned no indices
+            return
+        counts = metric.compute()  # summed over ranks
+        metric.reset()
+        usage, ppl, dead = codebook_usage(counts), perplexity(counts), self._dead_codes()
+        log_epoch_value(pl_module, f"{stage}/codebook_usage", usage)
+        log_epoch_value(pl_module, f"{stage}/perplexity", ppl)
+        if dead is not None:
+            log_epoch_value(pl_module, f"{stage}/dead_codes", dead)
+        if self.log_histogram and trainer.is_global_zero and not trainer.sanity_checking:
+            epoch = trainer.current_epoch
+            title = (
+                f"{stage_label(stage, epoch)}: usage {usage:.1%} of K={len(counts)}, "
+                f"perplexity {ppl:.1f}" + ("" if dead is None else f", dead {dead}")
+            )
+            fig = code_use_figure(counts.cpu().numpy(), title)
+            path = figure_path(self._dir, "codebook", stage, epoch)
+            save_and_log_figure(trainer, fig, f"{stage}/code_use", path)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._report("val", trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._report("test", trainer, pl_module)

@@ -1,0 +1,1 @@
+"""Radar data: simulator, recorded-data readers, the shared spectrogram pipeline and the datamodule."""

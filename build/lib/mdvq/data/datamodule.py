@@ -1,0 +1,203 @@
+"""`SpectrogramDataModule`: any spectrogram source -> resized, split, batched tensors in [-1,1]."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from mdvq.data.dataset import SpectrogramSet, cache_key
+from mdvq.data.spectrogram import resize_spectrogram
+from mdvq.data.splits import split_indices
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Random order that depends only on (seed, epoch): a run resumed from a checkpoint sees the
+    same batches as an uninterrupted one. Lightning calls `set_epoch` before every epoch."""
+
+    def __init__(self, num_examples: int, seed: int):
+        self.num_examples = int(num_examples)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of `epoch`."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_examples, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
+class SplitLoaders:
+    """Lightning's three dataloader hooks for a datamodule holding ``datasets`` (split name ->
+    dataset, filled by ``setup()``), ``batch_size``, ``eval_batch_size``, ``num_workers`` and
+    ``shuffle_seed`` (and optionally ``pin_memory``, ``persistent_workers``): shuffled training
+    batches in an epoch-seeded order (exact resume), validation and test batches in a fixed
+    order."""
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        dataset = self.datasets[split]
+        sampler = None
+        if shuffle:
+            seed = torch.initial_seed() if self.shuffle_seed is None else self.shuffle_seed
+            sampler = EpochShuffleSampler(len(dataset), seed % (2**31))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=getattr(self, "pin_memory", False),
+            persistent_workers=getattr(self, "persistent_workers", False),
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in a fixed order."""
+        return self._loader("test", shuffle=False)
+
+
+class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
+    """Loads a spectrogram source once, resizes to `image_size`, splits and serves batches.
+
+    source: any object with `load() -> SpectrogramSet` (simulator, Glasgow files, image
+      folder, arrays); sources cache their own expensive processing.
+    image_size: (F, T) the models see; examples are resized with area-weighted interpolation.
+    val_fraction, test_fraction: split sizes; the rest trains. split_seed fixes the split.
+    subject_disjoint: keep each subject in one split when the source gives subject ids.
+    shuffle_seed: seed of the per-epoch training order (None: torch's initial seed, i.e. the
+      run's `seed`), so resumed runs see the same batches as uninterrupted ones.
+    Batches are `(x, label)`: x float32 `(B, C, F, T)` in [-1,1] (`2*x01 - 1`), label int64 `(B,)`.
+    After `setup()`: `class_names`, `freqs_hz`/`times_s` (axes of the resized rows/columns, or
+    None), `data_key` (identifies the data and the split) and `split_counts`.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        image_size: Sequence[int] = (64, 64),
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        subject_disjoint: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        shuffle_seed: int | None = None,
+    ):
+        super().__init__()
+        if len(image_size) != 2 or any(int(s) <= 0 for s in image_size):
+            raise ValueError(f"data.image_size must be two positive ints (F, T), got {list(image_size)}")
+        if batch_size <= 0:
+            raise ValueError(f"data.datamodule.batch_size must be positive, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.datamodule.num_workers must be >= 0, got {num_workers}")
+        self.source = source
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.subject_disjoint = bool(subject_disjoint)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.shuffle_seed = shuffle_seed
+        self.class_names: list[str] = []
+        self.freqs_hz: np.ndarray | None = None
+        self.times_s: np.ndarray | None = None
+        self.data_key: str | None = None
+        self.split_counts: dict[str, int] = {}
+        self.split_indices: dict[str, np.ndarray] = {}
+        self.datasets: dict[str, TensorDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Build the source's cache once (rank zero only), so every rank's `setup` just loads it."""
+        if getattr(self.source, "cache_dir", None):
+            self.source.load()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, resize and split the data (idempotent)."""
+        if self.datasets:
+            return
+        data: SpectrogramSet = self.source.load()
+        data.validate(getattr(self.source, "root", None))
+        images = resize_spectrogram(data.images, self.image_size)
+        subjects = data.subjects if self.subject_disjoint else None
+        self.split_indices = split_indices(
+            data.labels, subjects, self.val_fraction, self.test_fraction, self.split_seed
+        )
+        self.class_names = list(data.class_names)
+        self.freqs_hz = _resample_axis(data.freqs_hz, self.image_size[0])
+        self.times_s = _resample_axis(data.times_s, self.image_size[1])
+        content = data.meta.get("cache_key") or _content_hash(data)
+        split = cache_key({"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed,
+                           "subject_disjoint": subjects is not None})
+        self.data_key = f"{content}-{self.image_size[0]}x{self.image_size[1]}-split{split}"
+        x = torch.from_numpy(images).mul_(2.0).sub_(1.0)
+        y = torch.from_numpy(data.labels)
+        for name in SPLITS:
+            idx = torch.from_numpy(self.split_indices[name])
+            self.datasets[name] = TensorDataset(x[idx], y[idx])
+        self.split_counts = {k: len(v) for k, v in self.datasets.items()}
+        if self.split_counts["train"] == 0:
+            raise ValueError(f"the training split is empty ({len(data)} examples in all)")
+        log.info("data %s: %s examples per split, classes %s", self.data_key, self.split_counts,
+                 self.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (after `setup`)."""
+        return len(self.class_names)
+
+    def describe(self) -> dict:
+        """Plain-dict description for run summaries: key, classes, split sizes, image size."""
+        return {"data_key": self.data_key, "class_names": self.class_names,
+                "split_counts": self.split_counts, "image_size": list(self.image_size)}
+
+
+def _resample_axis(axis: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Centres of `n` equal cells spanning the same extent as the sample points `axis`."""
+    if axis is None or len(axis) == 0:
+        return None
+    axis = np.asarray(axis, dtype=np.float64)
+    if len(axis) == n:
+        return axis
+    step = (axis[-1] - axis[0]) / max(len(axis) - 1, 1)
+    lo, hi = axis[0] - step / 2, axis[-1] + step / 2
+    edges = np.linspace(lo, hi, n + 1)
+    return (edges[:-1] + edges[1:]) / 2
+
+
+def _content_hash(data: SpectrogramSet) -> str:
+    """Hash of the images and labels, for sources that have no cache key."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(data.images).tobytes())
+    h.update(np.ascontiguousarray(data.labels).tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,90 @@
+"""Train/val/test splits: stratified by class, subject-disjoint when subject ids exist, seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def split_indices(
+    labels: np.ndarray,
+    subjects: np.ndarray | None,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Split example indices into {"train", "val", "test"} (sorted int64 arrays).
+
+    Without subject ids every class is shuffled and cut in the requested fractions (each
+    non-zero fraction gets at least one example of every class that has 3 or more). With
+    subject ids, whole subjects are assigned to splits (no subject in two splits): subjects
+    are shuffled and each goes to the split whose per-class shortfall its examples fill best,
+    so the class mix of every split stays close to the whole set's.
+    Raises ValueError naming `data.datamodule.val_fraction`/`data.datamodule.test_fraction` or the subject count
+    when the split is impossible.
+    """
+    labels = np.asarray(labels)
+    for key, frac in (("data.datamodule.val_fraction", val_fraction), ("data.datamodule.test_fraction", test_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise ValueError(f"{key} must be in [0, 1), got {frac}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"data.datamodule.val_fraction + data.datamodule.test_fraction must be < 1, got {val_fraction} + {test_fraction}"
+        )
+    rng = np.random.default_rng(seed)
+    fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    if subjects is None:
+        parts = _split_by_class(labels, fractions, rng)
+    else:
+        parts = _split_by_subject(labels, np.asarray(subjects), fractions, rng)
+    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in parts.items()}
+
+
+def _split_by_class(labels, fractions, rng):
+    parts = {k: [] for k in fractions}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = len(idx)
+        n_test = _count(n, fractions["test"])
+        n_val = _count(n, fractions["val"])
+        parts["test"].extend(idx[:n_test])
+        parts["val"].extend(idx[n_test : n_test + n_val])
+        parts["train"].extend(idx[n_test + n_val :])
+    return parts
+
+
+def _count(n: int, frac: float) -> int:
+    if frac == 0 or n < 3:
+        return 0
+    return max(1, round(n * frac))
+
+
+def _split_by_subject(labels, subjects, fractions, rng):
+    classes = np.unique(labels)
+    uniq = np.unique(subjects)
+    needed = sum(1 for f in fractions.values() if f > 0)
+    if len(uniq) < needed:
+        raise ValueError(
+            f"subject-disjoint split needs at least {needed} subjects, the data has {len(uniq)}; "
+            "lower data.datamodule.val_fraction/data.datamodule.test_fraction to 0 or set data.datamodule.subject_disjoint=false"
+        )
+    class_col = np.searchsorted(classes, labels)
+    per_subject = np.zeros((len(uniq), len(classes)))
+    np.add.at(per_subject, (np.searchsorted(uniq, subjects), class_col), 1)
+    totals = per_subject.sum(0)
+    names = [k for k, f in fractions.items() if f > 0]
+    target = {k: fractions[k] * totals for k in names}
+    have = {k: np.zeros(len(classes)) for k in names}
+    owner = {}
+    order = rng.permutation(len(uniq))
+    # Seed every split with one subject first so none is empty, then fill greedily.
+    for pos, s in enumerate(order):
+        counts = per_subject[s]
+        if pos < len(names):
+            best = names[::-1][pos]  # test, val first: the smallest splits
+        else:
+            deficit = {k: float(counts @ (target[k] - have[k]) / target[k].sum()) for k in names}
+            best = max(deficit, key=deficit.get)
+        have[best] += counts
+        owner[uniq[s]] = best
+    split_of = np.array([owner[s] for s in subjects])
+    return {k: np.flatnonzero(split_of == k) for k in fractions}

@@ -1,0 +1,74 @@
+"""Command: generation metrics of a samples folder against the in-domain classifier.
+
+    python -m mdvq.evaluate classifier=CLS_RUN samples=SAMPLES_DIR out=DIR [key=value ...]
+
+Writes metrics.json and metrics.md (conditional accuracy, the judge's confidence and class
+shares, Frechet distance on the classifier's features beside the real floor, TSTR beside TRTR;
+`mdvq.evaluation.generation`) and tstr/ (the TSTR run). `trainer.KEY=...` overrides the TSTR
+trainer; `data`, `data.KEY`, `paths.KEY` give the data of a bare classifier .ckpt.
+Exit status 0 on success, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+
+from omegaconf import OmegaConf
+
+from mdvq.utils import cli
+
+OPTIONS = [
+    cli.Arg("classifier", str, cli.REQUIRED, "classifier run folder, its summary.json, or a .ckpt"),
+    cli.Arg("samples", str, cli.REQUIRED, "samples folder (python -m mdvq.sample)"),
+    cli.Arg("out", str, cli.REQUIRED, "output folder: metrics.json, metrics.md, tstr/"),
+    cli.Arg("cache_dir", str, None, "where the real data are cached, if not where the run says"),
+    cli.Arg("tstr", bool, True, "train the train-on-synthetic classifier"),
+    cli.Arg("seed", int, None, "seed of the floor subsets and the TSTR run (None: the run's)"),
+    cli.Arg("floor_repeats", int, 5, "random train subsets the FD floor is averaged over"),
+    cli.Arg("batch_size", int, 256, "images per forward pass for predictions and features"),
+    cli.Arg("device", str, "cpu", "cpu | cuda for predictions and features"),
+]
+PASSTHROUGH = ("trainer.", "data", "data.", "paths.")
+
+
+def parse_args(argv: list[str]) -> tuple[dict, dict, list[str]]:
+    """Split the arguments into (options, TSTR trainer overrides as a dict, data overrides)."""
+    options, rest = cli.parse(argv, "mdvq.evaluate", [], OPTIONS, PASSTHROUGH,
+                              doc=__doc__.split("\n\n")[0])
+    trainer = [a[len("trainer."):] for a in rest if a.startswith("trainer.")]
+    data = [a for a in rest if not a.startswith("trainer.")]
+    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(trainer)) if trainer else {}
+    return options, overrides, data
+
+
+def main(argv: list[str]) -> dict:
+    """Parse `argv`, evaluate, print and write the metrics; returns them."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    options, trainer_overrides, data_overrides = parse_args(argv)
+    from mdvq.evaluation.classifier_run import load_classifier_run
+    from mdvq.evaluation.generation import evaluate_generation, format_markdown
+    from mdvq.runs.samples import load_samples
+
+    samples = load_samples(options["samples"])
+    run = load_classifier_run(options["classifier"], cache_dir=options["cache_dir"],
+                              overrides=data_overrides)
+    result = evaluate_generation(
+        run, samples, options["out"], tstr=options["tstr"], trainer_overrides=trainer_overrides,
+        batch_size=options["batch_size"], seed=options["seed"], device=options["device"],
+        floor_repeats=options["floor_repeats"],
+        command=" ".join(["python -m mdvq.evaluate", *map(shlex.quote, argv)]),
+    )
+    print(format_markdown(result))
+    print(f"wrote {options['out']}/metrics.json and metrics.md")
+    return result
+
+
+def console() -> None:
+    """Console-script entry (`mdvq-evaluate`): exits with the command's status."""
+    sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,388 @@
+"""Codebook health for the VQ-VAE: a nearest-neighbour quantiser with the usual remedies.
+
+``CodebookQuantizer`` replaces diffusers' ``VectorQuantizer`` during training when any of these
+switches is on (each one a key of ``conf/model/codebook/*.yaml``):
+
+- ``kmeans_init``: the codebook starts as k-means centroids of the encoder outputs of the first
+  ``kmeans_batches`` training batches (instead of diffusers' uniform(-1/K, 1/K) init).
+- ``restart_after_steps`` N: a code not selected (on any rank) in the last N training steps is
+  re-seeded from encoder outputs of the current batch (the same "dead code" definition as the
+  codebook monitor, docs/metrics.md).
+- ``ema_decay``: the codebook follows exponential moving averages of the vectors assigned to
+  each code (VQ-VAE paper, appendix) instead of the codebook loss; the encoder still gets the
+  commitment term ``commitment_cost * ||z - sg(e)||^2``. EMA codebooks start at data scale
+  (kaiming-uniform, as lucidrains' and Sonnet's EMA quantisers); the codebook-loss variants
+  keep diffusers' uniform(-1/K, 1/K) start.
+- ``cosine``: l2-normalised lookup: codes and inputs live on the unit sphere.
+- ``lookup_dim`` d: the nearest-neighbour search runs in a d-dimensional space reached by a
+  learned linear projection (and projected back), as in ViT-VQGAN / Improved VQGAN.
+
+Loss convention (the VQ-VAE paper's; docs/library-facts.md): ``codebook_loss = ||sg(z) - e||^2``
+(weight 1; zero with EMA updates) and ``commit_loss = commitment_cost * ||z - sg(e)||^2``, means
+over all elements, in the lookup space. Gradients pass to the encoder straight-through.
+
+Why not ``vector_quantize_pytorch.VectorQuantize`` as a whole: in learnable mode it puts one
+weight on the codebook and commitment terms together, it forbids cosine lookup with a learned
+codebook, it decides DDP synchronisation when constructed (before Lightning starts the process
+group) and it expires codes by an EMA-count threshold rather than "unused for N steps". mdvq
+uses its k-means and its DDP-consistent vector sampling, and writes the rest here.
+
+Under DDP every rank holds the identical codebook after every step: code counts and EMA sums
+are all-reduced, k-means and restarts draw the same vectors on every rank, and a learned
+codebook gets DDP-averaged gradients. The whole quantiser folds into a plain diffusers
+``VQModel`` (:func:`fold_into_vqmodel`): projections merge into ``quant_conv`` /
+``post_quant_conv`` and the (normalised) codebook becomes the diffusers codebook, whose
+Euclidean lookup selects the same codes (for unit-norm codes it is the cosine lookup).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch import distributed as dist
+from vector_quantize_pytorch.vector_quantize_pytorch import (
+    kmeans,
+    sample_vectors_distributed,
+    uniform_init,
+)
+
+
+@dataclass(frozen=True)
+class CodebookOptions:
+    """The codebook-health switches of a VQ-VAE (``model.codebook`` in the configs).
+
+    ``name`` is a label for tables and sweeps only. All switches off is the plain diffusers
+    quantiser (``is_plain``).
+    """
+
+    name: str = "plain"
+    kmeans_init: bool = False  # k-means init from the first `kmeans_batches` batches
+    kmeans_batches: int = 1  # batches of encoder outputs collected for k-means
+    kmeans_iters: int = 10  # Lloyd iterations
+    restart_after_steps: int = 0  # re-seed codes unused for this many steps (0 = off)
+    ema_decay: float | None = None  # EMA codebook updates with this decay (None = codebook loss)
+    ema_eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
+    cosine: bool = False  # l2-normalised lookup
+    lookup_dim: int | None = None  # project to this dimension for the lookup (None = code dim)
+
+    @property
+    def is_plain(self) -> bool:
+        """True when no switch is on (diffusers' quantiser is used unchanged)."""
+        return not (
+            self.kmeans_init
+            or self.restart_after_steps
+            or self.ema_decay is not None
+            or self.cosine
+            or self.lookup_dim is not None
+        )
+
+    @classmethod
+    def from_mapping(cls, options: Mapping | CodebookOptions | None) -> CodebookOptions:
+        """Build from a dict / DictConfig (unknown keys and bad values raise ValueError naming
+        ``model.codebook.<key>``); None gives the plain options."""
+        if options is None:
+            return cls()
+        if isinstance(options, CodebookOptions):
+            return options
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(
+                f"model.codebook has unknown key(s) {unknown}; valid keys: {sorted(known)}"
+            )
+        opts = cls(**{k: options[k] for k in options})
+        opts.check()
+        return opts
+
+    def check(self) -> None:
+        """Raise ValueError naming the ``model.codebook`` key of an impossible value."""
+        if self.kmeans_batches < 1:
+            raise ValueError(f"model.codebook.kmeans_batches must be >= 1, got {self.kmeans_batches}")
+        if self.kmeans_iters < 0:
+            raise ValueError(f"model.codebook.kmeans_iters must be >= 0, got {self.kmeans_iters}")
+        if self.restart_after_steps < 0:
+            raise ValueError(
+                "model.codebook.restart_after_steps must be >= 0 (0 = off), "
+                f"got {self.restart_after_steps}"
+            )
+        if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
+            raise ValueError(f"model.codebook.ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
+        if self.lookup_dim is not None and int(self.lookup_dim) < 1:
+            raise ValueError(f"model.codebook.lookup_dim must be >= 1 or null, got {self.lookup_dim}")
+
+    def as_dict(self) -> dict:
+        """Plain dict (for hyperparameters and summaries)."""
+        return asdict(self)
+
+
+PLAIN = CodebookOptions()
+"""diffusers' quantiser unchanged (``conf/model/codebook/plain.yaml``)."""
+
+RECOMMENDED = CodebookOptions(
+    name="healthy", kmeans_init=True, kmeans_batches=4, restart_after_steps=50, ema_decay=0.99
+)
+"""The VQ-VAE default (``conf/model/codebook/healthy.yaml``), chosen from the sweep in
+``experiments/codebook/``."""
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce(t: Tensor) -> Tensor:
+    """Sum over DDP ranks in place (no-op in a single process); returns ``t``."""
+    if _distributed():
+        dist.all_reduce(t)
+    return t
+
+
+def sample_rows(samples: Tensor, num: int, generator: torch.Generator | None = None) -> Tensor:
+    """``num`` rows drawn from ``samples`` ``(N, d)`` (without replacement when N >= num),
+    identical on every DDP rank (drawn from all ranks' samples); ``(num, d)``. In a single
+    process the draw comes from ``generator`` (a CPU generator; None = torch's global one)."""
+    if _distributed():
+        return sample_vectors_distributed(samples[None], num)[0]
+    n = samples.shape[0]
+    if n >= num:
+        idx = torch.randperm(n, generator=generator)[:num]
+    else:
+        idx = torch.randint(0, n, (num,), generator=generator)
+    return samples[idx.to(samples.device)]
+
+
+class CodebookQuantizer(nn.Module):
+    """Vector quantiser of ``(B, dim, h, w)`` latents onto ``num_codes`` codes, with the
+    codebook-health options of :class:`CodebookOptions` (see the module docstring).
+
+    ``forward`` returns ``(z_q, indices, loss, terms)``: ``z_q`` ``(B, dim, h, w)`` float32 with
+    straight-through gradients, ``indices`` ``(B, h, w)`` int64, ``loss`` the scalar
+    ``codebook_loss + commit_loss`` and ``terms`` those two parts, detached. The codebook,
+    EMA statistics and restart counters change only in training mode.
+    """
+
+    def __init__(
+        self, dim: int, num_codes: int, commitment_cost: float = 0.25,
+        options: CodebookOptions | Mapping | None = None,
+    ) -> None:
+        super().__init__()
+        self.options = opts = CodebookOptions.from_mapping(options)
+        self.dim, self.num_codes = int(dim), int(num_codes)
+        self.commitment_cost = float(commitment_cost)
+        self.lookup_dim = int(opts.lookup_dim) if opts.lookup_dim is not None else self.dim
+        self.project_in = self.project_out = None
+        if opts.lookup_dim is not None:
+            self.project_in = nn.Conv2d(self.dim, self.lookup_dim, 1)
+            self.project_out = nn.Conv2d(self.lookup_dim, self.dim, 1)
+        k, d = self.num_codes, self.lookup_dim
+        self.use_ema = opts.ema_decay is not None
+        if self.use_ema:  # data-scale init, as lucidrains' and Sonnet's EMA quantisers
+            embed = uniform_init(k, d)
+        else:  # diffusers' initialisation: uniform(-1/K, 1/K)
+            embed = torch.empty(k, d).uniform_(-1.0 / k, 1.0 / k)
+        if opts.cosine:
+            embed = F.normalize(embed, dim=-1)
+        if self.use_ema:
+            self.register_buffer("embed", embed)
+            self.register_buffer("cluster_size", torch.ones(k))
+            self.register_buffer("embed_avg", embed.clone())
+        else:
+            self.embed = nn.Parameter(embed)
+        self.register_buffer("initted", torch.tensor(not opts.kmeans_init))
+        self.register_buffer("steps_unused", torch.zeros(k, dtype=torch.long))
+        self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
+        # k-means and restarts draw from a generator seeded by (this seed, training step), so a
+        # resumed run draws exactly what an uninterrupted one would (the seed follows torch's)
+        self.register_buffer("draw_seed", torch.randint(0, 2**31 - 1, ()))
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
+        self._kmeans_pool: list[Tensor] = []
+
+    def get_extra_state(self) -> dict:
+        """Checkpointed with the weights: the encoder outputs pooled for a pending k-means init,
+        so a run resumed before the init happens initialises exactly as an uninterrupted one."""
+        return {"kmeans_pool": [t.cpu() for t in self._kmeans_pool]}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        device = self.embed.device
+        self._kmeans_pool = [t.to(device) for t in (state or {}).get("kmeans_pool", [])]
+
+    # ------------------------------------------------------------------------------ lookup
+    def codebook(self) -> Tensor:
+        """The codes ``(K, d)`` in the lookup space (unit-norm with cosine lookup)."""
+        e = self.embed
+        return F.normalize(e, dim=-1) if self.options.cosine else e
+
+    def to_lookup(self, z: Tensor) -> Tensor:
+        """Latents ``(B, dim, h, w)`` -> lookup vectors ``(B*h*w, d)`` float32."""
+        if self.project_in is not None:
+            z = self.project_in(z)
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
+        return F.normalize(flat, dim=-1) if self.options.cosine else flat
+
+    def nearest(self, flat: Tensor, codes: Tensor | None = None) -> Tensor:
+        """Index ``(N,)`` of the nearest of ``codes`` ``(K, d)`` (default :meth:`codebook`) for
+        each row of ``flat`` ``(N, d)``: squared Euclidean, which on the sphere is the largest
+        cosine (``|flat|^2`` is the same for every code and left out)."""
+        e = (self.codebook() if codes is None else codes).detach().float()
+        return (e.square().sum(1)[None] - 2 * flat @ e.t()).argmin(dim=1)
+
+    def from_lookup(self, q: Tensor, shape: tuple[int, int, int]) -> Tensor:
+        """Lookup vectors ``(B*h*w, d)`` -> latents ``(B, dim, h, w)``."""
+        b, h, w = shape
+        z = q.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return self.project_out(z) if self.project_out is not None else z
+
+    def codes_to_latents(self, indices: Tensor) -> Tensor:
+        """Code indices ``(B, h, w)`` -> latents ``(B, dim, h, w)`` for the decoder."""
+        b, h, w = indices.shape
+        return self.from_lookup(self.codebook()[indices.reshape(-1)], (b, h, w))
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """Quantise ``z`` ``(B, dim, h, w)``; see the class docstring for the outputs."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            b, _, h, w = z.shape
+            flat = self.to_lookup(z.float())
+            if self.training and not bool(self.initted):
+                self._collect_for_kmeans(flat.detach())
+            codes = self.codebook()
+            idx = self.nearest(flat.detach(), codes)
+            q = codes[idx]
+            commit = (flat - q.detach()).square().mean()
+            if self.use_ema:
+                codebook_loss = torch.zeros((), device=z.device)
+            else:
+                codebook_loss = (q - flat.detach()).square().mean()
+            loss = codebook_loss + self.commitment_cost * commit
+            if self.training:
+                self._update(flat.detach(), idx)
+                self.train_steps.add_(1)
+            # straight-through in training; the code itself at inference (bit-exact exports)
+            q_st = flat + (q - flat).detach() if self.training else q
+            z_q = self.from_lookup(q_st, (b, h, w))
+        terms = {
+            "codebook_loss": codebook_loss.detach(),
+            "commit_loss": self.commitment_cost * commit.detach(),
+        }
+        return z_q, idx.reshape(b, h, w), loss, terms
+
+    # --------------------------------------------------------------------------- updates
+    def _generator(self) -> torch.Generator:
+        """CPU generator for this training step's random draws (k-means seeds, restarts)."""
+        seed = int(self.draw_seed) * 1_000_003 + int(self.train_steps)
+        return torch.Generator().manual_seed(seed % (2**63 - 1))
+
+    @torch.no_grad()
+    def _collect_for_kmeans(self, flat: Tensor) -> None:
+        self._kmeans_pool.append(flat)
+        if len(self._kmeans_pool) >= self.options.kmeans_batches:
+            self.kmeans_init_(torch.cat(self._kmeans_pool))
+            self._kmeans_pool = []
+
+    @torch.no_grad()
+    def kmeans_init_(self, samples: Tensor) -> None:
+        """Set the codebook to k-means centroids of ``samples`` ``(N, d)`` in the lookup space
+        (DDP: centroids of all ranks' samples, identical everywhere); marks it initialised."""
+        means, bins = kmeans(
+            samples[None].float(), self.num_codes, self.options.kmeans_iters,
+            use_cosine_sim=self.options.cosine,
+            sample_fn=lambda s, n: sample_rows(s[0], n, self._generator())[None],
+            all_reduce_fn=_all_reduce,
+        )
+        means, bins = means[0], bins[0].float()
+        self.embed.data.copy_(means)
+        if self.use_ema:
+            self.cluster_size.copy_(bins)
+            self.embed_avg.copy_(means * bins[:, None])
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, flat: Tensor, idx: Tensor) -> None:
+        counts = torch.bincount(idx, minlength=self.num_codes).float()
+        if self.use_ema:
+            sums = torch.zeros_like(self.embed_avg).index_add_(0, idx, flat)
+            self.ema_update_(_all_reduce(counts), _all_reduce(sums))
+        else:
+            _all_reduce(counts)
+        if self.options.restart_after_steps:
+            self.restart_dead_(counts, flat)
+
+    @torch.no_grad()
+    def ema_update_(self, counts: Tensor, sums: Tensor) -> None:
+        """One EMA step from this step's (all-rank) code ``counts`` ``(K,)`` and assigned-vector
+        ``sums`` ``(K, d)``::
+
+            N <- decay * N + (1 - decay) * counts;   m <- decay * m + (1 - decay) * sums
+            e <- m / (n * (N + eps) / (n + K * eps)),  n = sum(N)   (Laplace smoothing)
+        """
+        decay, eps, k = float(self.options.ema_decay), self.options.ema_eps, self.num_codes
+        self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+        self.embed_avg.mul_(decay).add_(sums, alpha=1 - decay)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + eps) / (n + k * eps) * n
+        embed = self.embed_avg / smoothed[:, None]
+        self.embed.copy_(F.normalize(embed, dim=-1) if self.options.cosine else embed)
+
+    @torch.no_grad()
+    def restart_dead_(self, counts: Tensor, flat: Tensor) -> Tensor:
+        """Count steps since each code was used (``counts`` ``(K,)`` summed over ranks) and
+        re-seed the codes unused for ``restart_after_steps`` steps with vectors drawn from
+        ``flat`` ``(N, d)`` (all ranks' vectors under DDP). Returns the restarted mask ``(K,)``."""
+        used = counts > 0
+        self.steps_unused.add_(1).masked_fill_(used, 0)
+        dead = self.steps_unused >= self.options.restart_after_steps
+        num_dead = int(dead.sum())
+        if num_dead:
+            new = sample_rows(flat, num_dead, self._generator()).to(self.embed.dtype)
+            if self.options.cosine:
+                new = F.normalize(new, dim=-1)
+            self.embed.data[dead] = new
+            if self.use_ema:
+                self.cluster_size[dead] = 1.0
+                self.embed_avg[dead] = new
+            self.steps_unused[dead] = 0
+            self.restarts.add_(num_dead)
+        return dead
+
+    # ---------------------------------------------------------------------------- export
+    @torch.no_grad()
+    def folded(self, quant_conv: nn.Conv2d, post_quant_conv: nn.Conv2d):
+        """``(quant_conv', post_quant_conv', codebook)`` equivalent to this quantiser between the
+        given 1x1 convolutions, for a diffusers ``VQModel`` with ``vq_embed_dim = d``:
+        ``quant_conv' = project_in o quant_conv``, ``post_quant_conv' = post_quant_conv o
+        project_out`` and ``codebook`` ``(K, d)`` (unit-norm rows for the cosine lookup)."""
+        qc_w, qc_b = quant_conv.weight[:, :, 0, 0], quant_conv.bias
+        pq_w, pq_b = post_quant_conv.weight[:, :, 0, 0], post_quant_conv.bias
+        if self.project_in is not None:
+            pin_w, pin_b = self.project_in.weight[:, :, 0, 0], self.project_in.bias
+            qc_w, qc_b = pin_w @ qc_w, pin_w @ qc_b + pin_b
+            pout_w, pout_b = self.project_out.weight[:, :, 0, 0], self.project_out.bias
+            pq_w, pq_b = pq_w @ pout_w, pq_w @ pout_b + pq_b
+        return (qc_w, qc_b), (pq_w, pq_b), self.codebook().detach().clone()
+
+
+def fold_into_vqmodel(model, quantizer: CodebookQuantizer):
+    """A new diffusers ``VQModel`` (eval mode) that encodes, quantises and decodes exactly like
+    ``model`` with ``quantizer`` in place of its own quantiser (see :meth:`folded`)."""
+    from diffusers import VQModel
+
+    config = dict(model.config)
+    config["vq_embed_dim"] = quantizer.lookup_dim
+    config["num_vq_embeddings"] = quantizer.num_codes
+    out = VQModel.from_config(config)
+    state = {k: v for k, v in model.state_dict().items()
+             if not k.startswith(("quant_conv.", "post_quant_conv.", "quantize."))}
+    (qc_w, qc_b), (pq_w, pq_b), codebook = quantizer.folded(model.quant_conv, model.post_quant_conv)
+    state.update({
+        "quant_conv.weight": qc_w[:, :, None, None], "quant_conv.bias": qc_b,
+        "post_quant_conv.weight": pq_w[:, :, None, None], "post_quant_conv.bias": pq_b,
+        "quantize.embedding.weight": codebook,
+    })
+    out.load_state_dict(state)
+    out.quantize.legacy = model.quantize.legacy
+    out.quantize.beta = model.quantize.beta
+    return out.eval()

@@ -1,0 +1,152 @@
+"""Training-objective pieces shared by the phase-1 autoencoders.
+
+- :func:`reconstruction_terms`: pixel loss (L1 or L2 on model-space images in [-1, 1]) and the
+  optional spectral term (L1 between log-magnitudes of the 2-D FFT of the [0, 1] images).
+- :func:`check_finite`: turns a NaN/inf loss into a ``FloatingPointError`` naming the step and
+  the loss component.
+- :func:`configure_optimization`: builds the optimiser and optional per-step LR schedule from
+  ``functools.partial`` objects (lightning-hydra-template style ``_partial_: true`` configs).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+RECON_LOSSES = ("l1", "l2")
+"""Accepted values of ``recon_loss``."""
+
+
+def pixel_loss(recon: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean L1 (``kind="l1"``) or mean squared error (``"l2"``) over all elements.
+
+    ``recon`` and ``target`` are ``(B, C, F, T)`` in the model's [-1, 1] scale; returns a scalar.
+    """
+    if kind == "l1":
+        return F.l1_loss(recon, target)
+    if kind == "l2":
+        return F.mse_loss(recon, target)
+    raise ValueError(f"model.recon_loss must be one of {list(RECON_LOSSES)}, got {kind!r}")
+
+
+def log_spectrum(image01: torch.Tensor, eps: float) -> torch.Tensor:
+    """Log-magnitude of the orthonormal 2-D real FFT over ``(F, T)`` of a [0, 1] image.
+
+    ``image01`` is ``(B, C, F, T)``; returns ``(B, C, F, T // 2 + 1)`` float32 holding
+    ``log(sqrt(|X|^2 + eps^2))`` (``eps`` keeps the gradient finite at zero magnitude). Computed
+    in float32 even under autocast.
+    """
+    spec = torch.fft.rfft2(image01.float(), norm="ortho")
+    return 0.5 * torch.log(spec.real.square() + spec.imag.square() + eps * eps)
+
+
+def spectral_loss(recon01: torch.Tensor, target01: torch.Tensor, eps: float) -> torch.Tensor:
+    """Mean L1 distance between :func:`log_spectrum` of two ``(B, C, F, T)`` [0, 1] images.
+
+    Penalises missing or spurious texture (fine micro-Doppler striations) that a pixel loss
+    averages away. Units: natural-log magnitude; returns a scalar.
+    """
+    return F.l1_loss(log_spectrum(recon01, eps), log_spectrum(target01, eps))
+
+
+def reconstruction_terms(
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    recon_loss: str,
+    spectral_weight: float,
+    spectral_eps: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted reconstruction objective and its unweighted parts.
+
+    ``recon`` (decoder output, unclamped) and ``target`` are ``(B, C, F, T)`` in [-1, 1].
+    Returns ``(total, terms)`` where ``total = recon_loss + spectral_weight * spectral_loss``
+    and ``terms`` holds ``"recon_loss"`` and, when ``spectral_weight > 0``, ``"spectral_loss"``
+    (computed on the [0, 1] images ``(x + 1) / 2``).
+    """
+    rec = pixel_loss(recon, target, recon_loss)
+    terms = {"recon_loss": rec}
+    total = rec
+    if spectral_weight > 0:
+        spec = spectral_loss((recon + 1) / 2, (target + 1) / 2, spectral_eps)
+        terms["spectral_loss"] = spec
+        total = total + spectral_weight * spec
+    return total, terms
+
+
+def check_finite(
+    total: torch.Tensor, terms: Mapping[str, torch.Tensor], stage: str, step: int, batch_idx: int
+) -> None:
+    """Raise ``FloatingPointError`` when the scalar ``total`` loss is NaN or inf.
+
+    The message names the stage, the global step, the batch and every non-finite component of
+    ``terms`` (name -> scalar tensor). One host sync per call (on the total only).
+    """
+    if bool(torch.isfinite(total.detach()).all()):
+        return
+    bad = [f"{k}={float(v.detach()):g}" for k, v in terms.items() if not torch.isfinite(v).all()]
+    culprit = ", ".join(bad) if bad else f"loss={float(total.detach()):g}"
+    raise FloatingPointError(
+        f"non-finite loss at {stage} step {step} (batch {batch_idx}): {culprit}; "
+        "the last good checkpoint is kept by the checkpoint callback"
+    )
+
+
+def default_optimizer() -> functools.partial:
+    """AdamW with lr 1e-3 and no weight decay, as a partial awaiting the parameters."""
+    return functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0)
+
+
+def configure_optimization(
+    params: Iterable[torch.nn.Parameter],
+    optimizer: Callable[..., torch.optim.Optimizer] | None,
+    scheduler: Callable[..., object] | None,
+    total_steps: Callable[[], float],
+) -> dict:
+    """Build Lightning's ``configure_optimizers`` answer from partials.
+
+    ``optimizer(params)`` builds the optimiser (``None``: :func:`default_optimizer`).
+    ``scheduler(optimizer=...)`` builds an LR schedule stepped every optimiser step; when its
+    signature has a ``num_training_steps`` argument that the partial leaves unset (e.g.
+    ``diffusers.optimization.get_cosine_schedule_with_warmup``), it is filled with
+    ``total_steps()`` (the trainer's estimated number of optimiser steps).
+    """
+    opt = (optimizer or default_optimizer())(params)
+    if scheduler is None:
+        return {"optimizer": opt}
+    kwargs = {}
+    given = getattr(scheduler, "keywords", {}) or {}
+    try:
+        names = inspect.signature(scheduler).parameters
+    except (TypeError, ValueError):
+        names = {}
+    if "num_training_steps" in names and "num_training_steps" not in given:
+        steps = total_steps()
+        if not math.isfinite(steps):
+            raise ValueError(
+                "model.scheduler needs num_training_steps: set trainer.max_steps or "
+                "trainer.max_epochs, or model.scheduler.num_training_steps"
+            )
+        kwargs["num_training_steps"] = int(steps)
+    sched = scheduler(optimizer=opt, **kwargs)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class PartialOptimizers:
+    """LightningModule mixin: ``configure_optimizers`` from ``self.optimizer_factory`` and
+    ``self.scheduler_factory`` (``functools.partial`` objects or None, see
+    :func:`configure_optimization`); the schedule's ``num_training_steps`` defaults to the
+    trainer's estimated optimiser steps."""
+
+    def configure_optimizers(self) -> dict:
+        """Optimiser (and per-step schedule) from the ``optimizer``/``scheduler`` partials."""
+        return configure_optimization(
+            self.parameters(),
+            self.optimizer_factory,
+            self.scheduler_factory,
+            lambda: self.trainer.estimated_stepping_batches,
+        )

@@ -1,0 +1,39 @@
+"""Where the project's Hydra configs are, and composing them outside `python -m mdvq.run`.
+
+The configs live in the repository's top-level `conf/`; an installed package (`pip install .`)
+carries the same files as `mdvq/conf/` (setuptools' package-dir mapping in pyproject.toml), so
+every command runs from any folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def config_dir() -> Path:
+    """The folder holding `config.yaml`: `mdvq/conf` when installed, else the checkout's `conf/`."""
+    for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no Hydra config folder (config.yaml) in {_PACKAGE / 'conf'} or "
+                            f"{_PACKAGE.parent / 'conf'}: reinstall mdvq")
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config",
+                   return_hydra_config: bool = False) -> DictConfig:
+    """The project config composed with `overrides` (Hydra syntax, e.g. "model=klvae"),
+    exactly as `python -m mdvq.run` would compose it (without the Hydra run folder unless
+    `return_hydra_config`)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: compose in its context
+        return compose(config_name=config_name, overrides=list(overrides),
+                       return_hydra_config=return_hydra_config)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides),
+                       return_hydra_config=return_hydra_config)

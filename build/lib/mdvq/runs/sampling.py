@@ -1,0 +1,145 @@
+"""Class-conditional sampling from a trained prior (either route), into a samples folder.
+
+Two priors share one interface (``generate(labels, steps, guidance, generator)`` then
+``decode(...)`` to ``(B, 1, F, T)`` images in [0, 1], ``data_info``, ``num_classes``,
+``hparams.sample_steps`` / ``hparams.sample_guidance``): the VQ-Diffusion prior on code maps
+(``model_kind = "vqdiffusion"``) and the latent-diffusion prior on KL-VAE latents
+(``"latentdiffusion"``). ``load_prior`` reads either from a run folder, a Lightning checkpoint
+or (latent diffusion) an exported pipeline folder; ``sample_prior`` draws and times samples;
+``mdvq.runs.samples.write_samples`` writes them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mdvq.runs.summary import RunSummary
+
+PRIOR_KINDS = ("vqdiffusion", "latentdiffusion")
+
+
+def _module_class(kind: str):
+    if kind == "vqdiffusion":
+        from mdvq.models.vqdiffusion import VQDiffusionModule
+
+        return VQDiffusionModule
+    if kind == "latentdiffusion":
+        from mdvq.models.latent_diffusion import LatentDiffusionModule
+
+        return LatentDiffusionModule
+    raise ValueError(f"not a prior: {kind!r} (priors: {', '.join(PRIOR_KINDS)})")
+
+
+def load_prior(path: str | Path, device: str | torch.device = "cpu"):
+    """A trained prior (eval mode, on ``device``) and the file it came from.
+
+    ``path``: a prior run folder (its best checkpoint, else ``last.ckpt``), a ``.ckpt`` of
+    either prior, or an exported latent-diffusion folder (``unet/``, ``scheduler/``, ``vae/``).
+    Raises FileNotFoundError / ValueError naming ``path``.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"prior run folder, checkpoint or export not found: {path}")
+    if path.is_dir() and RunSummary.exists(path):
+        run = RunSummary.read(path, model=PRIOR_KINDS, key="the prior")
+        ckpt = run.checkpoint("best")
+        if ckpt is None:
+            raise FileNotFoundError(f"{path}: the run has no checkpoint (summary.json's "
+                                    "checkpoints or checkpoints/last.ckpt)")
+        kind = run.model
+    elif path.is_dir() and (path / "unet").is_dir():
+        from mdvq.models.latent_diffusion import load_exported_latent_prior
+
+        return load_exported_latent_prior(path).to(device).eval(), path
+    elif path.is_dir():
+        raise FileNotFoundError(f"{path}: neither a prior run folder (summary.json) nor an "
+                                "exported latent-diffusion folder (unet/, scheduler/, vae/)")
+    elif path.suffix != ".ckpt":
+        raise ValueError(f"{path}: expected a Lightning checkpoint (.ckpt), a prior run folder "
+                         "or an exported prior folder")
+    else:
+        ckpt = path
+        run_dir = path.resolve().parent.parent  # <run>/checkpoints/x.ckpt
+        kinds = ([RunSummary.read(run_dir, model=PRIOR_KINDS, key="the prior").model]
+                 if RunSummary.exists(run_dir) else list(PRIOR_KINDS))
+        return _load_checkpoint(ckpt, kinds, device), ckpt
+    return _load_checkpoint(ckpt, [kind], device), ckpt
+
+
+def _load_checkpoint(ckpt: Path, kinds: list[str], device):
+    """The first prior class of `kinds` that loads `ckpt`; ValueError naming the file if none."""
+    problems = []
+    for kind in kinds:
+        try:
+            module = _module_class(kind).load_from_checkpoint(ckpt, map_location=device)
+        except Exception as err:  # noqa: BLE001 (truncated file, another module's weights, ...)
+            problems.append(f"as {kind}: {type(err).__name__}: {str(err)[:200]}")
+            continue
+        return module.to(device).eval()
+    raise ValueError(f"{ckpt}: not a readable prior checkpoint ({'; '.join(problems)})")
+
+
+def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
+                 guidance: float | None = None, seed: int = 0, batch_size: int = 64,
+                 classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Draw ``n_per_class`` samples of each class (or of ``classes``, by name).
+
+    Returns ``(images float32 (N, 1, F, T) in [0, 1], labels int64 (N,), meta)``; ``meta``
+    holds class names, axes (Hz, s), steps, guidance, seed and ``samples_per_second`` (wall
+    time of generation and decoding). Raises ValueError naming the argument for impossible
+    values (steps outside [1, T], negative guidance, unknown class names, n_per_class < 1).
+    """
+    info = module.data_info or {}
+    names = list(info.get("class_names") or [f"class{c}" for c in range(module.num_classes)])
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    wanted = list(range(len(names)))
+    if classes:
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise ValueError(f"classes: unknown {unknown}; the prior knows {names}")
+        wanted = [names.index(c) for c in classes]
+    steps = int(module.hparams.sample_steps if steps is None else steps)
+    max_steps = int(getattr(module, "max_sample_steps", module.hparams.get("num_train_timesteps")))
+    if not 1 <= steps <= max_steps:
+        raise ValueError(f"steps must lie in [1, {max_steps}] (the prior's training steps T), "
+                         f"got {steps}")
+    guidance = float(module.hparams.sample_guidance if guidance is None else guidance)
+    if not (guidance >= 0 and np.isfinite(guidance)):
+        raise ValueError(f"guidance must be a finite scale >= 0 (1 = conditional only, 0 = "
+                         f"unconditional), got {guidance}")
+    labels = torch.tensor(wanted).repeat_interleave(int(n_per_class))
+    device = module.device
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    started = time.perf_counter()
+    images = []
+    with torch.no_grad():
+        for i in range(0, len(labels), batch_size):
+            out = module.generate(labels[i:i + batch_size], steps, guidance, generator)
+            images.append(module.decode(out).float().clamp(0, 1).cpu())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - started
+    autoencoder = getattr(module, "autoencoder", None) or getattr(module, "vqvae", None)
+    meta = {
+        "class_names": names,
+        "freqs_hz": info.get("freqs_hz"),
+        "times_s": info.get("times_s"),
+        "prior_kind": getattr(module, "model_kind", None),
+        "steps": steps,
+        "guidance": guidance,
+        "seed": int(seed),
+        "n_per_class": int(n_per_class),
+        "batch_size": int(batch_size),
+        "samples_per_second": round(len(labels) / max(elapsed, 1e-9), 3),
+        "autoencoder": getattr(autoencoder, "source", None),
+        "autoencoder_fingerprint": getattr(autoencoder, "fingerprint", None),
+        "data_key": info.get("data_key"),
+    }
+    return torch.cat(images).numpy().astype(np.float32), labels.numpy().astype(np.int64), meta

@@ -1,0 +1,67 @@
+"""Command: sample spectrograms of chosen classes from a trained prior (either route).
+
+    python -m mdvq.sample PRIOR n_per_class=8 guidance=1.5 steps=20 seed=0 out=DIR
+
+PRIOR is a prior run folder (VQ-Diffusion or latent diffusion; its best checkpoint, else
+``last.ckpt``), a Lightning checkpoint of either prior, or an exported latent-diffusion folder.
+``out`` defaults to ``<run folder>/samples``. The folder written (``samples.npy``,
+``labels.npy``, ``meta.json``, ``png/``, ``grid.png``) is described in
+:mod:`mdvq.runs.samples`; ``python -m mdvq.evaluate`` scores it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from mdvq.runs.sampling import load_prior, sample_prior
+from mdvq.runs.samples import write_samples
+from mdvq.utils import cli
+
+POSITIONAL = [cli.Arg("prior", help="prior run folder, .ckpt, or exported prior folder")]
+OPTIONS = [
+    cli.Arg("n_per_class", int, 8, "samples per class"),
+    cli.Arg("guidance", float, None, "classifier-free guidance scale >= 0 (None: the prior's)"),
+    cli.Arg("steps", int, None, "sampling steps, 1..T (None: the prior's default)"),
+    cli.Arg("seed", int, 0, "random seed"),
+    cli.Arg("out", str, None, "output folder (None: <run folder>/samples)"),
+    cli.Arg("batch_size", int, 64, "samples per model call"),
+    cli.Arg("device", str, "auto", "auto | cpu | cuda"),
+    cli.Arg("classes", list, None, "comma-separated class names (None: all)"),
+]
+
+
+def main(argv: list[str]) -> Path:
+    """Parse `argv`, sample, write the samples folder; returns it."""
+    opts, _ = cli.parse(argv, "mdvq.sample", POSITIONAL, OPTIONS, doc=__doc__.split("\n\n")[0])
+    device = opts["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise cli.UsageError(f"device must be auto, cpu or cuda, got {device!r}")
+    module, source = load_prior(opts["prior"], device)
+    images, labels, meta = sample_prior(module, opts["n_per_class"], opts["steps"],
+                                        opts["guidance"], opts["seed"], opts["batch_size"],
+                                        opts["classes"])
+    meta["prior"] = str(Path(source).resolve())
+    if opts["out"]:
+        out = Path(opts["out"])
+    else:
+        target = Path(opts["prior"])
+        run = target if target.is_dir() else Path(source).parent
+        out = (run.parent if run.name == "checkpoints" else run) / "samples"
+    write_samples(out, images, labels, meta)
+    print(f"{len(set(labels.tolist()))} classes x {opts['n_per_class']} samples at "
+          f"{meta['samples_per_second']} samples/s -> {out}")
+    return out
+
+
+def console() -> None:
+    """Console-script entry (`mdvq-sample`): exits with the command's status."""
+    sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,1 @@
+"""Small shared helpers: plotting with physical axes, loggers, command-line parsing."""
