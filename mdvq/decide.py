@@ -1,14 +1,18 @@
-"""Command: the phase-1 decision rule on two finished runs.
+"""Command: the phase-1 decision rule on two finished runs, or on a routes experiment.
 
     python -m mdvq.decide VQ_RUN KL_RUN [out=PATH] [psnr_margin=0.10] [usage_threshold=0.80]
+    python -m mdvq.decide ROUTES_DIR
 
-VQ_RUN / KL_RUN are run folders (or their summary.json). Prints the verdict and writes
-decision.json (default: in VQ_RUN). The thresholds default to conf/decision/default.yaml, the
-source phase 1 and the DecisionRule callback use too. Exit status 0 on success, 2 on bad input.
+VQ_RUN / KL_RUN are run folders (or their summary.json): prints the verdict and writes
+decision.json (default: in VQ_RUN). A routes folder (`experiment=routes`) gets the same rule,
+unchanged, on its two autoencoders, and next to it the generation evidence of both routes.
+The thresholds default to conf/decision/default.yaml, the source phase 1 and the DecisionRule
+callback use too. Exit status 0 on success, 2 on bad input.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -23,8 +27,7 @@ from mdvq.evaluation.decision import (
 from mdvq.runs.summary import RunSummary
 from mdvq.utils import cli
 
-POSITIONAL = [cli.Arg("vq_run", help="VQ-VAE run folder (or its summary.json)"),
-              cli.Arg("kl_run", help="KL-VAE run folder (or its summary.json)")]
+POSITIONAL = [cli.Arg("runs", list, help="VQ_RUN KL_RUN (run folders), or one routes folder")]
 OPTIONS = [
     cli.Arg("out", str, None, f"where to write the decision (None: VQ_RUN/{DECISION_NAME})"),
     cli.Arg("psnr_margin", float, None, "relative PSNR margin the VQ-VAE must beat "
@@ -37,15 +40,31 @@ OPTIONS = [
 def main(argv: list[str]) -> Path:
     """Parse `argv`, decide, print and write the decision; returns the file written."""
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    opts, _ = cli.parse(argv, "mdvq.decide", POSITIONAL, OPTIONS, doc=__doc__.split("\n\n")[0])
+    opts, _ = cli.parse(argv, "mdvq.decide", POSITIONAL, OPTIONS,
+                        doc="\n\n".join(__doc__.split("\n\n")[:2]))
     limits = thresholds()
     for key in limits:
         if opts[key] is not None:
             limits[key] = opts[key]
-    decision = decide_runs(opts["vq_run"], opts["kl_run"], **limits)
-    out = write_decision(decision, opts["out"] or RunSummary.path_of(opts["vq_run"]).parent
-                         / DECISION_NAME)
+    runs = opts["runs"]
+    routes = None
+    if len(runs) == 1:
+        routes = Path(runs[0])
+        if not (routes / "routes.json").is_file():
+            raise cli.UsageError(f"{routes}: not a routes folder (no routes.json); give VQ_RUN "
+                                 "KL_RUN, or the folder of an experiment=routes run")
+        runs = [routes / "vqvae", routes / "klvae"]
+    elif len(runs) != 2:
+        raise cli.UsageError(f"expected VQ_RUN KL_RUN or one routes folder, got {runs}")
+    decision = decide_runs(runs[0], runs[1], **limits)
+    default = (routes if routes else RunSummary.path_of(runs[0]).parent) / DECISION_NAME
+    out = write_decision(decision, opts["out"] or default)
     print(format_decision(decision))
+    if routes is not None:
+        from mdvq.runs.experiments import routes_markdown
+
+        print("\nGeneration evidence (experiment=routes):\n")
+        print(routes_markdown(json.loads((routes / "routes.json").read_text())))
     print(f"wrote {out}")
     return out
 

@@ -3,7 +3,8 @@
 Tasks: `task=fit` trains, tests the best checkpoint, exports the model in diffusers' format and
 writes `summary.json` in the run folder (`mdvq.runs.training.train`); `task=preview` writes a
 PNG grid of the data; `task=phase1` (experiment=phase1) trains the KL-VAE and the VQ-VAE on the
-same data and split and writes the decision (`mdvq.runs.experiments`).
+same data and split and writes the decision; `task=routes` (experiment=routes) runs both
+generation routes end to end (`mdvq.runs.experiments`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mdvq.runs.training import train
 
 log = logging.getLogger("mdvq.run")
 
-TASKS = ("fit", "preview", "phase1")
+TASKS = ("fit", "preview", "phase1", "routes")
 
 
 def preview(cfg: DictConfig) -> Path:
@@ -61,10 +62,10 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     if task == "preview":
         log.info("preview written to %s", preview(cfg))
         return None
-    if task == "phase1":
-        from mdvq.runs.experiments import phase1
+    if task in ("phase1", "routes"):
+        from mdvq.runs import experiments
 
-        phase1(cfg)
+        getattr(experiments, task)(cfg)
         return None
     if task != "fit":
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")

@@ -185,7 +185,7 @@ def test_cli_errors_name_the_missing_file_or_key(tmp_path, capsys):
     assert run_command(main, [str(vq), str(kl), "psnr_margin=ten"]) == 2
     assert "psnr_margin='ten': expected float" in capsys.readouterr().err
     assert run_command(main, ["--help"]) == 0
-    assert "usage: python -m mdvq.decide VQ_RUN KL_RUN" in capsys.readouterr().out
+    assert "    python -m mdvq.decide VQ_RUN KL_RUN" in capsys.readouterr().out
 
 
 def test_cli_runs_as_a_module(tmp_path):

@@ -2,6 +2,8 @@
 
 `phase1`: the KL-VAE, then the VQ-VAE on the same data and split, then the decision rule
 (`decision.json` in the experiment folder), with the thresholds of `conf/decision/`.
+`routes`: both generation routes end to end (autoencoders, the phase-1 rule, the classifier,
+both priors, sampling, evaluation), written as `routes.json` / `routes.md`.
 """
 
 from __future__ import annotations
@@ -19,14 +21,21 @@ from mdvq.runs.training import train
 log = logging.getLogger(__name__)
 
 
-def user_overrides(drop: tuple[str, ...] = ("model", "task", "experiment")) -> list[str]:
-    """The command line's Hydra overrides, less those of the groups/keys in `drop` (which each
-    stage sets itself)."""
+def user_overrides(drop: tuple[str, ...] = ("model", "task", "experiment"),
+                   drop_below: tuple[str, ...] = ()) -> list[str]:
+    """The command line's Hydra overrides, less the keys in `drop` (which each stage sets
+    itself) and every key below a node of `drop_below` (e.g. "model" drops `model.lr=...`)."""
     try:
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # not inside a Hydra app (a direct call from Python)
         return []
-    return [o for o in overrides if o.split("=")[0].lstrip("+~") not in drop]
+    kept = []
+    for o in overrides:
+        key = o.split("=")[0].lstrip("+~")
+        if key in drop or any(key.startswith(node + ".") for node in drop_below):
+            continue
+        kept.append(o)
+    return kept
 
 
 def phase1(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
@@ -46,3 +55,246 @@ def phase1(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     write_decision(decision, out_dir / "decision.json")
     log.info("phase 1 %s", format_decision(decision))
     return {**runs, "decision": decision.to_dict()}
+
+
+# ---------------------------------------------------------------------------------- routes
+#: the training stages of experiment=routes, in order: (stage, Hydra overrides choosing it)
+ROUTE_STAGES = (
+    ("klvae", ["model=klvae"]),
+    ("vqvae", ["model=vqvae"]),
+    ("classifier", ["experiment=classifier"]),
+    ("latentdiffusion", ["experiment=latentdiffusion"]),
+    ("vqdiffusion", ["experiment=vqdiffusion"]),
+)
+#: the generation routes: (route, its prior stage, its autoencoder stage)
+ROUTES = (("kl", "latentdiffusion", "klvae"), ("vq", "vqdiffusion", "vqvae"))
+#: config keys that differ between identical runs (where they are written, when)
+_VOLATILE = ("paths", "hydra", "ckpt_path", "task_name")
+
+
+class StageFailed(RuntimeError):
+    """A stage of a multi-stage experiment failed; the message names it. Finished stages stay."""
+
+
+def config_fingerprint(config: dict) -> str:
+    """A hash of a resolved config without where its outputs go (`paths`, ...): two runs with
+    the same fingerprint trained the same model on the same data."""
+    import hashlib
+    import json
+
+    kept = {k: v for k, v in config.items() if k not in _VOLATILE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _resolved(cfg: DictConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
+    """Train one stage into `out_dir` unless a finished run of the same config (fingerprint,
+    hence the same data and split) is already there; returns its summary (with `reused`)."""
+    from mdvq.runs.summary import RunSummary
+
+    cfg = compose_config(overrides + [f"paths.output_dir={out_dir}", "task=fit"])
+    wanted = config_fingerprint(_resolved(cfg))
+    if RunSummary.exists(out_dir):
+        done = RunSummary.read(out_dir)
+        if done.finished and config_fingerprint(done.config) == wanted:
+            log.info("routes: stage %s reused (%s)", name, out_dir)
+            return {**done.data, "reused": True}
+        log.info("routes: stage %s in %s is %s or of another config: training it again",
+                 name, out_dir, done.status)
+    try:
+        return {**train(cfg), "reused": False}
+    except Exception as err:
+        raise StageFailed(f"routes: stage {name!r} failed ({type(err).__name__}: {err}); "
+                          f"its run folder is {out_dir}, the finished stages are kept") from err
+
+
+def _json_stage(name: str, path: Path, inputs: dict, make) -> dict:
+    """Run `make()` -> dict unless `path` holds a result made from the same `inputs`."""
+    import json
+
+    if path.is_file():
+        try:
+            done = json.loads(path.read_text())
+        except ValueError:
+            done = {}
+        if done.get("inputs") == inputs:
+            log.info("routes: stage %s reused (%s)", name, path)
+            return {**done, "reused": True}
+    try:
+        result = {"inputs": inputs, **make()}
+    except Exception as err:
+        raise StageFailed(f"routes: stage {name!r} failed ({type(err).__name__}: {err}); "
+                          "the finished stages are kept") from err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return {**result, "reused": False}
+
+
+def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Both routes end to end on one data set and split (`experiment=routes`).
+
+    Trains the KL-VAE and the VQ-VAE (phase 1, with the decision rule), the in-domain
+    classifier, the latent-diffusion prior on the KL-VAE and the VQ-Diffusion prior on the
+    VQ-VAE; samples both priors (same classes, seed, batch, machine), evaluates both against the
+    classifier and writes `routes.json` and `routes.md` in the experiment folder. Every stage
+    leaves its own folder; a stage whose result is already there for the same config (and so
+    the same data key) is reused, so a second call continues from the first unfinished stage.
+    A failing stage raises `StageFailed` naming it.
+    """
+    from mdvq.evaluation.classifier_run import load_classifier_run
+    from mdvq.evaluation.decision import decide_runs, write_decision
+    from mdvq.evaluation.generation import evaluate_generation
+    from mdvq.runs.samples import load_samples, write_samples
+    from mdvq.runs.sampling import load_prior, sample_prior
+
+    out_dir = Path(cfg.paths.output_dir)
+    settings = cfg.routes
+    # model settings differ per stage: give them in routes.stage_overrides.<stage>
+    common = (user_overrides(drop=("model", "task", "experiment"), drop_below=("model", "routes"))
+              if overrides is None else list(overrides))
+    stages: dict[str, dict] = {}
+    for name, choice in ROUTE_STAGES:
+        extra = list(choice) + list(settings.stage_overrides.get(name) or [])
+        if name == "latentdiffusion":
+            extra.append(f"model.autoencoder={out_dir / 'klvae'}")
+        if name == "vqdiffusion":
+            extra.append(f"model.vqvae={out_dir / 'vqvae'}")
+        stages[name] = train_stage(name, common + extra, out_dir / name)
+        if name == "vqvae":
+            decision = decide_runs(out_dir / "vqvae", out_dir / "klvae",
+                                   psnr_margin=cfg.decision.psnr_margin,
+                                   usage_threshold=cfg.decision.usage_threshold)
+            write_decision(decision, out_dir / "decision.json")
+
+    classifier = load_classifier_run(out_dir / "classifier")
+    sampling = {k: settings.sampling[k] for k in ("n_per_class", "seed", "batch_size")}
+    generation = {}
+    for route, prior_stage, _ in ROUTES:
+        prior_run = out_dir / prior_stage
+        steps = settings.sampling.steps.get(prior_stage)
+        guidance = settings.sampling.guidance.get(prior_stage)
+        inputs = {"prior": stages[prior_stage]["finished_at"], "steps": steps,
+                  "guidance": guidance, **sampling}
+        samples_dir = out_dir / f"samples_{route}"
+
+        def draw(prior_run=prior_run, steps=steps, guidance=guidance, samples_dir=samples_dir):
+            module, _ = load_prior(prior_run, settings.sampling.device)
+            images, labels, meta = sample_prior(module, sampling["n_per_class"], steps, guidance,
+                                                sampling["seed"], sampling["batch_size"])
+            write_samples(samples_dir, images, labels, {**meta, "prior": prior_stage})
+            return {"samples_per_second": meta["samples_per_second"], "steps": meta["steps"],
+                    "guidance": meta["guidance"]}
+
+        drawn = _json_stage(f"sample {route}", samples_dir / "stage.json", inputs, draw)
+        eval_dir = out_dir / f"eval_{route}"
+
+        def score(samples_dir=samples_dir, eval_dir=eval_dir):
+            result = evaluate_generation(
+                classifier, load_samples(samples_dir), eval_dir, tstr=bool(settings.tstr),
+                trainer_overrides=dict(settings.tstr_trainer or {}), seed=int(cfg.seed))
+            return {"metrics": result["metrics"], "judge": result.get("judge")}
+
+        evaluated = _json_stage(f"evaluate {route}", eval_dir / "stage.json",
+                                {**inputs, "classifier": stages["classifier"]["finished_at"],
+                                 "tstr": bool(settings.tstr)}, score)
+        generation[route] = {"sampling": drawn, "evaluation": evaluated}
+
+    table = routes_table(out_dir, stages, generation)
+    write_routes(table, out_dir)
+    return table
+
+
+def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> dict:
+    """The routes comparison as data: one row per route (reconstruction, the phase-1 verdict,
+    generation, speed, sizes, wall times), plus the decision and the stage folders."""
+    import json
+
+    decision = json.loads((out_dir / "decision.json").read_text())
+    rows = []
+    for route, prior_stage, ae_stage in ROUTES:
+        ae = stages[ae_stage]["metrics"]
+        gen = generation[route]["evaluation"]["metrics"]
+        rows.append({
+            "route": route,
+            "autoencoder": ae_stage,
+            "prior": prior_stage,
+            "test_psnr_db": ae.get("test/psnr"),
+            "test_ssim": ae.get("test/ssim"),
+            "codebook_usage": ae.get("test/codebook_usage") if route == "vq" else None,
+            "conditional_accuracy": gen.get("conditional_accuracy"),
+            "fd_samples_test": gen.get("fd_samples_test"),
+            "fd_floor": gen.get("fd_train_test_floor"),
+            "fd_ratio_to_floor": gen.get("fd_ratio_to_floor"),
+            "tstr_acc": gen.get("tstr_acc"),
+            "trtr_acc": gen.get("trtr_acc"),
+            "tstr_trtr_ratio": gen.get("tstr_trtr_ratio"),
+            "samples_per_second": generation[route]["sampling"]["samples_per_second"],
+            "sampling_steps": generation[route]["sampling"]["steps"],
+            "guidance": generation[route]["sampling"]["guidance"],
+            "autoencoder_parameters": stages[ae_stage].get("parameters"),
+            "prior_parameters": stages[prior_stage].get("parameters"),
+            "autoencoder_wall_s": stages[ae_stage].get("wall_time_s"),
+            "prior_wall_s": stages[prior_stage].get("wall_time_s"),
+        })
+    return {
+        "rows": rows,
+        "decision": {k: decision.get(k) for k in ("verdict", "psnr_vq", "psnr_kl", "usage_vq",
+                                                  "psnr_required", "usage_comparable",
+                                                  "reasons")},
+        "classifier": {"test_acc": stages["classifier"]["metrics"].get("test/acc"),
+                       "wall_s": stages["classifier"].get("wall_time_s")},
+        "data_key": stages["klvae"].get("data_key"),
+        "stages": {name: {"dir": name, "reused": s.get("reused"), "status": s.get("status")}
+                   for name, s in stages.items()},
+    }
+
+
+def _fmt(value, digits=3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def routes_markdown(table: dict) -> str:
+    """`routes.md`: the two routes side by side, then the phase-1 verdict and how to read both."""
+    cols = [("route", "route", None), ("test PSNR [dB]", "test_psnr_db", 2),
+            ("SSIM", "test_ssim", 3), ("usage", "codebook_usage", 3),
+            ("cond. acc.", "conditional_accuracy", 3), ("FD", "fd_samples_test", 2),
+            ("FD floor", "fd_floor", 2), ("FD/floor", "fd_ratio_to_floor", 1),
+            ("TSTR", "tstr_acc", 3), ("TRTR", "trtr_acc", 3), ("TSTR/TRTR", "tstr_trtr_ratio", 2),
+            ("samples/s", "samples_per_second", 2), ("steps", "sampling_steps", None),
+            ("AE params", "autoencoder_parameters", None), ("prior params", "prior_parameters", None),
+            ("AE wall [s]", "autoencoder_wall_s", 0), ("prior wall [s]", "prior_wall_s", 0)]
+    lines = ["# Routes: KL-VAE + latent diffusion vs VQ-VAE + VQ-Diffusion", "",
+             "| " + " | ".join(c for c, _, _ in cols) + " |",
+             "|" + "---|" * len(cols)]
+    for row in table["rows"]:
+        lines.append("| " + " | ".join(_fmt(row.get(k), d) if d is not None else _fmt(row.get(k))
+                                       for _, k, d in cols) + " |")
+    d = table["decision"]
+    lines += ["", f"Phase-1 rule (reconstruction only): **{d['verdict']}**"]
+    lines += [f"- {r}" for r in d.get("reasons") or []]
+    lines += ["", f"In-domain classifier (the judge): test accuracy "
+              f"{_fmt(table['classifier']['test_acc'])}. Data key `{table['data_key']}`.", "",
+              "How to read it: the phase-1 rule decides on reconstruction and codebook health "
+              "alone; the generation columns say whether each route's prior draws spectrograms "
+              "of the class asked for (conditional accuracy), as varied as real data (Frechet "
+              "distance on the judge's features against the real train/test floor) and useful "
+              "for training (TSTR against TRTR). The KL route is the main line whenever the two "
+              "are comparable."]
+    return "\n".join(lines) + "\n"
+
+
+def write_routes(table: dict, out_dir: Path) -> None:
+    """Write `routes.json` and `routes.md` into `out_dir`."""
+    import json
+
+    (out_dir / "routes.json").write_text(json.dumps(table, indent=2, default=str) + "\n")
+    (out_dir / "routes.md").write_text(routes_markdown(table))

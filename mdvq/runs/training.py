@@ -96,6 +96,7 @@ def train(cfg: DictConfig) -> dict:
             checkpoints={"best": summary.relative(_best_checkpoint(trainer)),
                          "last": summary.relative(_last_checkpoint(trainer))},
             wall_time_s=round(time.time() - started, 2),
+            parameters=_trainable_parameters(model),
             finished_at=datetime.now(timezone.utc).isoformat(),
             config=_config_dict(cfg),
         )
@@ -103,6 +104,13 @@ def train(cfg: DictConfig) -> dict:
             summary.update(pretrained_dir=summary.relative(_export(model, out_dir / "pretrained")))
         _write_summary(summary)
     return summary.data
+
+
+def _trainable_parameters(model) -> int | None:
+    """Trainable parameters of the module (a prior's frozen autoencoder is not counted)."""
+    if model is None:
+        return None
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def model_kind(cfg: DictConfig) -> str:
