@@ -182,7 +182,8 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                   "guidance": guidance, **sampling}
         samples_dir = out_dir / f"samples_{route}"
 
-        def draw(prior_run=prior_run, steps=steps, guidance=guidance, samples_dir=samples_dir):
+        def draw(prior_run=prior_run, prior_stage=prior_stage, steps=steps, guidance=guidance,
+                 samples_dir=samples_dir):
             module, _ = load_prior(prior_run, settings.sampling.device)
             images, labels, meta = sample_prior(module, sampling["n_per_class"], steps, guidance,
                                                 sampling["seed"], sampling["batch_size"])
@@ -281,14 +282,14 @@ def routes_markdown(table: dict) -> str:
     d = table["decision"]
     lines += ["", f"Phase-1 rule (reconstruction only): **{d['verdict']}**"]
     lines += [f"- {r}" for r in d.get("reasons") or []]
-    lines += ["", f"In-domain classifier (the judge): test accuracy "
-              f"{_fmt(table['classifier']['test_acc'])}. Data key `{table['data_key']}`.", "",
-              "How to read it: the phase-1 rule decides on reconstruction and codebook health "
+    lines += ["", (f"In-domain classifier (the judge): test accuracy "
+              f"{_fmt(table['classifier']['test_acc'])}. Data key `{table['data_key']}`."), "",
+              ("How to read it: the phase-1 rule decides on reconstruction and codebook health "
               "alone; the generation columns say whether each route's prior draws spectrograms "
               "of the class asked for (conditional accuracy), as varied as real data (Frechet "
               "distance on the judge's features against the real train/test floor) and useful "
               "for training (TSTR against TRTR). The KL route is the main line whenever the two "
-              "are comparable."]
+              "are comparable.")]
     return "\n".join(lines) + "\n"
 
 
