@@ -1,0 +1,109 @@
+"""`experiment=routes` end to end on a tiny config: both routes trained, sampled, evaluated and
+tabulated; a second call reuses every finished stage; a failing stage is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY_MODEL, TINY_TRAINER, TINY_VQ, compose_cfg
+
+from mdvq.decide import main as decide_main
+from mdvq.runs.experiments import StageFailed, routes
+
+TWO_CLASSES = [  # 2 classes x 10 simulated examples at 16x16
+    "data=radar", "data.image_size=[16,16]", "data.datamodule.source.classes=[walking,falling]",
+    "data.datamodule.source.num_per_class=10", "data.datamodule.source.num_subjects=10",
+    "data.datamodule.source.progress=false", "data.datamodule.batch_size=8",
+]
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "trainer.limit_test_batches=1", "~callbacks.spectrogram_grid"]
+STAGES = {
+    "klvae": TINY_MODEL,
+    "vqvae": TINY_MODEL + TINY_VQ,
+    "classifier": ["model.channels=[8,16]"],
+    "latentdiffusion": ["model.block_out_channels=[16,32]", "model.num_train_timesteps=20",
+                        "model.sample_steps=4", "model.val_samples_per_class=0"],
+    "vqdiffusion": ["model.num_layers=1", "model.num_attention_heads=2",
+                    "model.attention_head_dim=8", "model.num_train_timesteps=10",
+                    "model.sample_steps=4", "model.val_samples_per_class=0",
+                    "model.scheduler.num_warmup_steps=1"],
+}
+
+
+def routes_overrides(tmp: Path, cache: Path) -> list[str]:
+    stage_overrides = [f"routes.stage_overrides.{name}=[{','.join(repr(x) for x in o)}]"
+                       for name, o in STAGES.items()]
+    return ["experiment=routes", *TWO_CLASSES, *TINY_TRAINER, *SHORT,
+            f"paths.output_dir={tmp / 'routes'}", f"paths.cache_dir={cache}",
+            "routes.sampling.n_per_class=4", "routes.tstr=false", *stage_overrides]
+
+
+def common(tmp: Path, cache: Path) -> list[str]:
+    """What the command line would hand every stage (all but routes.* and experiment)."""
+    return [o for o in routes_overrides(tmp, cache)
+            if not o.startswith(("routes.", "experiment=", "paths.output_dir"))]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("routes")
+    cache = tmp / "cache"
+    cfg = compose_cfg(routes_overrides(tmp, cache))
+    table = routes(cfg, overrides=common(tmp, cache))
+    return tmp, cache, table
+
+
+def test_routes_trains_samples_evaluates_and_tabulates_both_routes(finished):
+    tmp, _, table = finished
+    out = tmp / "routes"
+    for stage in STAGES:
+        summary = json.loads((out / stage / "summary.json").read_text())
+        assert summary["status"] == "finished", stage
+    kl, vq = (json.loads((out / s / "summary.json").read_text()) for s in ("klvae", "vqvae"))
+    assert kl["data_key"] == vq["data_key"] == table["data_key"], "one data set and split"
+    on_disk = json.loads((out / "routes.json").read_text())
+    assert [r["route"] for r in on_disk["rows"]] == ["kl", "vq"]
+    kl_row, vq_row = on_disk["rows"]
+    assert kl_row["test_psnr_db"] == pytest.approx(kl["metrics"]["test/psnr"])
+    assert vq_row["codebook_usage"] == pytest.approx(vq["metrics"]["test/codebook_usage"])
+    assert kl_row["codebook_usage"] is None
+    for row in on_disk["rows"]:
+        assert 0 <= row["conditional_accuracy"] <= 1 and row["samples_per_second"] > 0
+        assert row["prior_parameters"] > 0 and row["prior_wall_s"] > 0
+        assert row["sampling_steps"] == 4
+    assert on_disk["decision"]["verdict"] in ("klvae", "vqvae")
+    md = (out / "routes.md").read_text()
+    assert "| kl |" in md and "| vq |" in md and "Phase-1 rule" in md
+    samples = json.loads((out / "samples_kl" / "meta.json").read_text())
+    assert samples["class_names"] == ["walking", "falling"] and samples["n_per_class"] == 4
+    assert (out / "eval_vq" / "metrics.json").is_file()
+
+
+def test_a_second_call_reuses_every_finished_stage(finished):
+    tmp, cache, _ = finished
+    before = {s: (tmp / "routes" / s / "summary.json").stat().st_mtime_ns for s in STAGES}
+    table = routes(compose_cfg(routes_overrides(tmp, cache)), overrides=common(tmp, cache))
+    assert all(s["reused"] for s in table["stages"].values())
+    assert before == {s: (tmp / "routes" / s / "summary.json").stat().st_mtime_ns for s in STAGES}
+
+
+def test_decide_on_a_routes_folder_adds_the_generation_evidence(finished, capsys):
+    tmp, _, _ = finished
+    decide_main([str(tmp / "routes")])
+    printed = capsys.readouterr().out
+    assert printed.startswith("decision: ") and "Generation evidence" in printed
+    assert "| kl |" in printed
+
+
+def test_a_failing_stage_stops_the_experiment_and_is_named(finished, tmp_path):
+    tmp, cache, _ = finished
+    broken = routes_overrides(tmp_path, cache) + [
+        "routes.stage_overrides.classifier=['model.channels=[8,16]','model.dropout=2.0']"]
+    with pytest.raises(StageFailed, match="stage 'classifier' failed"):
+        routes(compose_cfg(broken), overrides=common(tmp_path, cache))
+    out = tmp_path / "routes"
+    assert json.loads((out / "vqvae" / "summary.json").read_text())["status"] == "finished"
+    assert json.loads((out / "classifier" / "summary.json").read_text())["status"] == "failed"
+    assert not (out / "latentdiffusion").exists()
