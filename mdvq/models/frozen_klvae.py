@@ -196,7 +196,8 @@ def _read_summary(run: Path) -> dict:
         raise ValueError(f"{KEY}: {run / 'summary.json'} is an unreadable run summary "
                          f"({err})") from err
     if not isinstance(summary, dict):
-        raise ValueError(f"{KEY}: {run / 'summary.json'} is not a run summary (not an object)")
+        raise ValueError(  # noqa: TRY004 (a config error: names the key)
+            f"{KEY}: {run / 'summary.json'} is not a run summary (not an object)")
     return summary
 
 
