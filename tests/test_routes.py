@@ -18,10 +18,10 @@ TWO_CLASSES = [  # 2 classes x 10 simulated examples at 16x16
     "data.datamodule.source.progress=false", "data.datamodule.batch_size=8",
 ]
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=1", "~callbacks.spectrogram_grid"]
+         "trainer.limit_test_batches=1"]
 STAGES = {
-    "klvae": TINY_MODEL,
-    "vqvae": TINY_MODEL + TINY_VQ,
+    "klvae": [*TINY_MODEL, "~callbacks.spectrogram_grid"],
+    "vqvae": [*TINY_MODEL, *TINY_VQ, "~callbacks.spectrogram_grid"],
     "classifier": ["model.channels=[8,16]"],
     "latentdiffusion": ["model.block_out_channels=[16,32]", "model.num_train_timesteps=20",
                         "model.sample_steps=4", "model.val_samples_per_class=0"],
@@ -98,7 +98,7 @@ def test_decide_on_a_routes_folder_adds_the_generation_evidence(finished, capsys
 
 
 def test_a_failing_stage_stops_the_experiment_and_is_named(finished, tmp_path):
-    tmp, cache, _ = finished
+    _, cache, _ = finished
     broken = routes_overrides(tmp_path, cache) + [
         "routes.stage_overrides.classifier=['model.channels=[8,16]','model.dropout=2.0']"]
     with pytest.raises(StageFailed, match="stage 'classifier' failed"):

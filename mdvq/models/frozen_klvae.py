@@ -28,6 +28,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
+from mdvq.data.errors import DataError
+from mdvq.runs.summary import RunSummary
+
 log = logging.getLogger(__name__)
 
 KEY = "model.autoencoder"
@@ -188,33 +191,16 @@ def _from_checkpoint(path: Path) -> FrozenKLVAE:
     return FrozenKLVAE(module.model, source=str(path), image_size=module.hparams.get("image_size"))
 
 
-def _read_summary(run: Path) -> dict:
-    """``summary.json`` of a run folder as a dict (the lead swaps this for ``RunSummary``)."""
-    try:
-        summary = json.loads((run / "summary.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{KEY}: {run / 'summary.json'} is an unreadable run summary "
-                         f"({err})") from err
-    if not isinstance(summary, dict):
-        raise ValueError(  # noqa: TRY004 (a config error: names the key)
-            f"{KEY}: {run / 'summary.json'} is not a run summary (not an object)")
-    return summary
-
-
 def _from_run(run: Path) -> FrozenKLVAE:
-    summary = _read_summary(run)
-    kind = summary.get("model")
-    if kind not in (None, "klvae"):
-        raise ValueError(f"{KEY}: {run} is a {kind!r} run; the latent-diffusion prior needs "
-                         f"{EXPECTED}")
-    image_size = (summary.get("config") or {}).get("data", {}).get("image_size")
-    pretrained = summary.get("pretrained_dir")
-    for folder in ([Path(pretrained)] if pretrained else []) + [run / "pretrained"]:
-        if (folder / "config.json").is_file():
-            return _from_diffusers(folder, image_size)
-    ckpts = summary.get("checkpoints") or {}
-    for candidate in (ckpts.get("best"), ckpts.get("last"), run / "checkpoints" / "last.ckpt"):
-        if candidate and Path(candidate).is_file():
-            log.info("KL-VAE run %s has no exported model; using checkpoint %s", run, candidate)
-            return _from_checkpoint(Path(candidate))
+    try:
+        summary = RunSummary.read(run, model="klvae", key=KEY)
+    except DataError as err:
+        raise ValueError(f"{err} (the latent-diffusion prior needs {EXPECTED})") from None
+    image_size = (summary.config.get("data") or {}).get("image_size")
+    if summary.pretrained_dir is not None:
+        return _from_diffusers(summary.pretrained_dir, image_size)
+    ckpt = summary.checkpoint("best")
+    if ckpt is not None:
+        log.info("KL-VAE run %s has no exported model; using checkpoint %s", run, ckpt)
+        return _from_checkpoint(ckpt)
     raise FileNotFoundError(f"{KEY}: {run} has no exported KL-VAE (pretrained/) and no checkpoint")

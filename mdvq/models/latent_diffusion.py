@@ -282,7 +282,7 @@ class LatentDiffusionModule(LightningModule):
             if isinstance(monitor, str) and monitor.split("/")[-1] not in LOGGED:
                 raise ValueError(f"callback {type(cb).__name__} monitors {monitor!r}, which the "
                                  f"latent-diffusion prior does not log (it logs {list(LOGGED)} "
-                                 "under train/, val/, test/): run with callbacks=latent_prior")
+                                 "under train/, val/, test/): run with experiment=latentdiffusion (callbacks=latent_prior)")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store class names and axes (plain lists) and the EMA state."""
