@@ -21,8 +21,8 @@ from mdvq.data.glasgow import (
     range_profiles,
     read_glasgow_dat,
 )
-from mdvq.data.iq import IQRecording, IQSource, as_complex, iq_spectrograms, read_iq
 from mdvq.data.images import ColormapInverter, ImageFolderSource, colormap_table
+from mdvq.data.iq import IQRecording, IQSource, as_complex, iq_spectrograms, read_iq
 
 __all__ = [
     "GLASGOW_ACTIVITIES",
@@ -41,12 +41,12 @@ __all__ = [
     "glasgow_spectrogram",
     "iq_spectrograms",
     "mti_filter",
-    "remove_static_clutter",
     "parse_complex_tokens",
     "parse_glasgow_name",
     "range_profiles",
     "read_glasgow_dat",
     "read_iq",
+    "remove_static_clutter",
     "resample_axis",
     "stack_examples",
 ]

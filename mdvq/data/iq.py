@@ -243,8 +243,8 @@ def iq_spectrograms(
     shorter than one window or a window is shorter than one STFT segment.
     """
     fs = float(sample_rate_hz)
-    window = int(round(window_s * fs))
-    hop = max(int(round(hop_s * fs)), 1)
+    window = round(window_s * fs)
+    hop = max(round(hop_s * fs), 1)
     if window < stft.nperseg:
         raise DataError(
             origin, f"data.window_s={window_s} s is {window} samples at {fs:g} Hz, fewer than "
