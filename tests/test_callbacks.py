@@ -366,7 +366,9 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
         "spectrogram_grid",
         "decision_rule",
         "lr_monitor",
+        "training_budget",
     }
+    assert built["training_budget"].min_steps == 500
     ckpt = built["model_checkpoint"]
     assert (ckpt.monitor, ckpt.mode, ckpt.save_last) == ("val/psnr", "max", True)
     assert ckpt.dirpath == str(tmp_path / "checkpoints")
