@@ -129,3 +129,14 @@ def test_skip_bad_examples(tmp_path, caplog):
     assert len(data) == 3 and list(data.subjects) == ["a", "b", "d"]
     np.testing.assert_array_equal(data.images[2, 0], images[3])
     assert "NaN or inf values in example 2" in caplog.text and "skipped 1 of 4" in caplog.text
+
+
+def test_recording_ids_from_a_named_key(tmp_path):
+    path = tmp_path / "set.npz"
+    np.savez(path, images=unit_images(), labels=np.array([0, 1, 0, 1]),
+             recordings=np.array(["r1", "r1", "r2", "r3"]))
+    assert ArraySource(path).load().subjects is None  # default key "subjects" is optional
+    assert list(ArraySource(path, subjects_key="recordings").load().subjects) == [
+        "r1", "r1", "r2", "r3"]
+    with pytest.raises(DataError, match=r"set\.npz: missing ids key 'rec'"):
+        ArraySource(path, subjects_key="rec").load()

@@ -38,6 +38,7 @@ from mdvq.callbacks import (
     ReleaseProcessGroup,
     SpectrogramGrid,
 )
+from mdvq.callbacks.codebook import max_usage
 from mdvq.callbacks.grids import spectrogram_grid_figure
 from mdvq.callbacks.reporting import save_and_log_figure
 from mdvq.data.errors import DataError
@@ -160,6 +161,8 @@ def test_logged_metrics_equal_hand_computed_values(tmp_path):
     for stage in ("train", "val"):
         assert metric(trainer, f"{stage}/dead_codes") == 2
     assert metric(trainer, "val/codebook_usage") == 1.0
+    assert metric(trainer, "val/codebook_selections") == N * 2 * 2  # 4 items x 2x2 codes
+    assert metric(trainer, "val/codebook_usage_max") == 1.0  # min(1, 16 / 4)
     assert metric(trainer, "val/perplexity") == pytest.approx(PERPLEXITY, rel=1e-5)
     assert metric(trainer, "val/psnr") == pytest.approx(30.0, abs=1e-3)  # mean of 20 and 40 dB
     assert metric(trainer, "val/ssim") == pytest.approx(expected_ssim(), abs=1e-5)
@@ -174,9 +177,23 @@ def test_logged_metrics_equal_hand_computed_values(tmp_path):
     second = trainer_for(tmp_path, callbacks, limit_val_batches=1)
     second.validate(model, datamodule=data)
     assert metric(second, "val/codebook_usage") == 0.75
+    assert metric(second, "val/codebook_selections") == 8
     p = np.array([3, 1, 4]) / 8
     assert metric(second, "val/perplexity") == pytest.approx(math.exp(-(p * np.log(p)).sum()))
     assert metric(second, "val/psnr") == pytest.approx(30.0, abs=1e-3)
+
+
+def test_usage_states_the_selections_behind_it_and_their_maximum(tmp_path, caplog):
+    assert max_usage(4096, 512) == 1.0 and max_usage(256, 512) == 0.5 and max_usage(0, 8) == 0.0
+    # the same 8 selections (one batch of 2 items x 2x2) read against K=64 codes: at most 1/8
+    monitor = CodebookMonitor(num_codes=64, log_histogram=False)
+    trainer = trainer_for(tmp_path, [monitor], limit_val_batches=1)
+    with caplog.at_level(logging.WARNING):
+        trainer.validate(FakeVQ(), datamodule=FakeData())
+    assert metric(trainer, "val/codebook_selections") == 8
+    assert metric(trainer, "val/codebook_usage_max") == 0.125
+    assert metric(trainer, "val/codebook_usage") == 3 / 64
+    assert "rests on 8 code selections for K=64 codes: at most 0.125" in caplog.text
 
 
 def test_kl_module_gets_reconstruction_metrics_and_no_codebook_figures(tmp_path):
@@ -347,7 +364,9 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
         "codebook_monitor",
         "spectrogram_grid",
         "lr_monitor",
+        "training_budget",
     }
+    assert built["training_budget"].min_steps == 500
     ckpt = built["model_checkpoint"]
     assert (ckpt.monitor, ckpt.mode, ckpt.save_last) == ("val/psnr", "max", True)
     assert ckpt.dirpath == str(tmp_path / "checkpoints")
@@ -376,6 +395,8 @@ def test_ddp_two_processes_report_the_same_figures_as_one(tmp_path):
     trainer.fit(FakeVQ(), datamodule=FakeData(train_batch_size=1, eval_batch_size=1))
     # rank 0 saw codes {0, 1}, rank 1 {2, 3}: the summed counts are those of one process
     assert metric(trainer, "val/codebook_usage") == 1.0
+    assert metric(trainer, "val/codebook_selections") == N * 2 * 2  # 4 items x 2x2 codes
+    assert metric(trainer, "val/codebook_usage_max") == 1.0  # min(1, 16 / 4)
     assert metric(trainer, "val/perplexity") == pytest.approx(PERPLEXITY, rel=1e-5)
     assert metric(trainer, "val/psnr") == pytest.approx(30.0, abs=1e-3)
     assert metric(trainer, "val/ssim") == pytest.approx(expected_ssim(), abs=1e-5)

@@ -104,3 +104,34 @@ def test_training_order_depends_only_on_seed_and_epoch():
     y1 = torch.cat([y for _, y in dm.train_dataloader()])
     y2 = torch.cat([y for _, y in dm.train_dataloader()])
     assert torch.equal(y1, y2)
+
+
+def test_missing_ids_are_warned_about(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        SpectrogramDataModule(InMemorySource(make_set()), image_size=(16, 16)).setup()
+    assert "no recording or subject ids" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        SpectrogramDataModule(InMemorySource(make_set(n_subjects=10)), image_size=(16, 16)).setup()
+    assert "no recording or subject ids" not in caplog.text
+
+
+def test_recording_disjoint_split_every_class_in_every_split_or_counts():
+    # one recording per group and class: 4 recordings of each of 3 classes
+    labels = np.repeat(np.arange(3), 40)
+    recordings = np.array([f"c{c}r{i // 10}" for c, i in zip(labels, np.tile(np.arange(40), 3))])
+    for seed in range(5):
+        parts = split_indices(labels, recordings, 0.2, 0.2, seed)
+        for idx in parts.values():
+            assert set(labels[idx]) == {0, 1, 2}
+        owners = [{k for k, idx in parts.items() if r in set(recordings[idx])}
+                  for r in np.unique(recordings)]
+        assert all(len(o) == 1 for o in owners)
+    keep = recordings != "c1r3"
+    keep &= recordings != "c1r2"
+    with pytest.raises(ValueError, match=r"0: 4, 1: 2, 2: 4.*too few: \[1\]"):
+        split_indices(labels[keep], recordings[keep], 0.2, 0.2, 0)
+    parts = split_indices(labels[keep], recordings[keep], 0.0, 0.2, 0)  # 2 splits: possible
+    assert len(parts["val"]) == 0 and set(labels[keep][parts["test"]]) == {0, 1, 2}

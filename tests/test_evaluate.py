@@ -152,6 +152,7 @@ def classifier_overrides(tmp: Path) -> list[str]:
         "data.datamodule.source.progress=false", "data.datamodule.batch_size=16",
         f"paths.output_root={tmp}", f"paths.output_dir={tmp / 'run'}",
         f"paths.cache_dir={tmp / 'cache'}", "trainer.accelerator=cpu", "trainer.max_epochs=12",
+        "callbacks.training_budget.min_steps=0",  # 12 short epochs, not the 500-step budget
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
     ]
 

@@ -127,3 +127,29 @@ def test_skip_corrupt_image_with_warning(tmp_path, caplog):
     assert len(data) == 3 and list(data.labels) == [0, 1, 1]
     assert re.search(r"skipping .*d\.png: unreadable or corrupt image", caplog.text)
     assert "skipped 1 of 4 files" in caplog.text and data.meta["n_skipped"] == 1
+
+
+def test_recording_ids_from_pattern_and_physical_axes(tmp_path):
+    pic = gradient(h=8, w=10)
+    for cls in ("fall", "walk"):
+        for rec in ("r1", "r2"):
+            for w in range(2):
+                save(tmp_path / cls / f"{rec}_w{w}.png", pic)
+    data = ImageFolderSource(tmp_path, id_pattern=r"^(?P<recording>[^_]+)_",
+                             doppler_hz=[-200, 200], duration_s=2.0).load()
+    assert list(data.subjects) == ["fall/r1"] * 2 + ["fall/r2"] * 2 + ["walk/r1"] * 2 + [
+        "walk/r2"] * 2
+    # cell centres: 8 rows over [-200, 200] Hz (50 Hz each), 10 columns over 2 s (0.2 s each)
+    np.testing.assert_allclose(data.freqs_hz, np.arange(-175, 200, 50))
+    np.testing.assert_allclose(data.times_s, np.arange(10) * 0.2 + 0.1)
+    resized = ImageFolderSource(tmp_path, image_size=(4, 5), doppler_hz=[-200, 200],
+                                duration_s=2.0).load()
+    np.testing.assert_allclose(resized.freqs_hz, [-150, -50, 50, 150])
+    assert resized.subjects is None
+    save(tmp_path / "walk" / "odd.png", pic)
+    with pytest.raises(DataError, match=r"odd\.png: name does not match data.id_pattern"):
+        ImageFolderSource(tmp_path, id_pattern=r"^(r\d)_").load()
+    for kwargs, key in (({"doppler_hz": [5, 1]}, "data.doppler_hz"),
+                        ({"duration_s": 0}, "data.duration_s"), ({"id_pattern": "("}, "data.id_pattern")):
+        with pytest.raises(ValueError, match=re.escape(key)):
+            ImageFolderSource(tmp_path, **kwargs)

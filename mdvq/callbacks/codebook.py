@@ -56,8 +56,24 @@ def code_use_figure(counts: np.ndarray, title: str) -> Figure:
     return fig
 
 
+def max_usage(selections: int, num_codes: int) -> float:
+    """The highest codebook usage `selections` code selections can show: `min(1, selections / K)`.
+
+    A usage figure is comparable with a threshold (the decision rule's 80 %) only when this
+    bound is well above it: 4,096 selections of K=512 codes allow 1.0, 256 allow 0.5.
+    """
+    if num_codes < 1:
+        raise ValueError(f"num_codes must be >= 1, got {num_codes}")
+    return min(1.0, max(int(selections), 0) / num_codes)
+
+
 class CodebookMonitor(Callback):
     """Logs `{stage}/codebook_usage`, `{stage}/perplexity` and `{stage}/dead_codes` of a VQ model.
+
+    With each usage figure it states what the figure rests on: `{stage}/codebook_selections`
+    (code selections counted in the pass, all batches and ranks: examples x h x w) and
+    `{stage}/codebook_usage_max` (`min(1, selections / K)`, the most that count can show); a
+    warning is logged when that maximum is below 1 (docs/metrics.md).
 
     Reads the `"indices"` `(B, h, w)` the module's steps return (nothing is recomputed):
     training steps feed a dead-code tracker (a code is dead when not selected during the last
@@ -187,14 +203,24 @@ class CodebookMonitor(Callback):
         counts = metric.compute()  # summed over ranks
         metric.reset()
         usage, ppl, dead = codebook_usage(counts), perplexity(counts), self._dead_codes()
+        selections = int(counts.sum())
+        usage_max = max_usage(selections, len(counts))
         log_epoch_value(pl_module, f"{stage}/codebook_usage", usage)
+        log_epoch_value(pl_module, f"{stage}/codebook_selections", selections)
+        log_epoch_value(pl_module, f"{stage}/codebook_usage_max", usage_max)
         log_epoch_value(pl_module, f"{stage}/perplexity", ppl)
+        if usage_max < 1.0 and not trainer.sanity_checking and trainer.is_global_zero:
+            log.warning(
+                "%s codebook usage %.3f rests on %d code selections for K=%d codes: at most "
+                "%.3f is reachable, so it cannot be compared with a threshold above that "
+                "(evaluate on more examples)", stage, usage, selections, len(counts), usage_max)
         if dead is not None:
             log_epoch_value(pl_module, f"{stage}/dead_codes", dead)
         if self.log_histogram and trainer.is_global_zero and not trainer.sanity_checking:
             epoch = trainer.current_epoch
             title = (
-                f"{stage_label(stage, epoch)}: usage {usage:.1%} of K={len(counts)}, "
+                f"{stage_label(stage, epoch)}: usage {usage:.1%} of K={len(counts)} "
+                f"({selections} selections, max {usage_max:.0%}), "
                 f"perplexity {ppl:.1f}" + ("" if dead is None else f", dead {dead}")
             )
             fig = code_use_figure(counts.cpu().numpy(), title)

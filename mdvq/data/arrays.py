@@ -42,9 +42,12 @@ def resample_axis(axis: np.ndarray | None, n: int) -> np.ndarray | None:
 
     Matches `resize_spectrogram` (pixel-centre sampling, `align_corners=False`): new pixel `i`
     sits at old coordinate `(i + 0.5) * len(axis) / n - 0.5`, linearly interpolated (and
-    extrapolated) on the old axis. Returns the axis unchanged when the length already is `n`.
+    extrapolated) on the old axis; for an evenly spaced axis these are the centres of `n` equal
+    cells spanning the old cells' extent. Returns the axis unchanged when the length already is
+    `n`, and None for a missing or empty axis. The one axis resampler of `mdvq.data` (the
+    datamodule uses it too).
     """
-    if axis is None:
+    if axis is None or len(axis) == 0:
         return None
     axis = np.asarray(axis, dtype=np.float64)
     m = len(axis)
@@ -109,6 +112,10 @@ class ArraySource:
     image_size: `(F, T)` to resize every example to, or None to keep the stored size.
     on_error: "raise" or "skip"; "skip" drops examples with NaN/inf, out-of-range values or an
       unknown label (logging each and the count); file-level problems always raise.
+    subjects_key: the `.npz` key of the per-example recording/subject ids `(N,)` that keep
+      windows of one recording in one split ("subjects"; e.g. "recordings"); a named key that
+      is missing is an error. Without ids the datamodule warns that windows of one recording
+      may fall into different splits.
 
     `load()` returns a `SpectrogramSet` with images float32 `(N, C, F, T)` in [0,1].
     """
@@ -122,8 +129,10 @@ class ArraySource:
         on_error: str = "raise",
         scale: str = "unit",
         dynamic_range_db: float = 60.0,
+        subjects_key: str = "subjects",
     ):
         self.path = Path(path)
+        self.subjects_key = str(subjects_key)
         self.labels_path = None if labels_path is None else Path(labels_path)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.image_size = as_size(image_size, "image_size")
@@ -205,9 +214,14 @@ class ArraySource:
         if len(raw_labels) != n:
             raise DataError(labels_origin, f"{len(raw_labels)} labels for {n} images")
         labels, class_names = self._labels(raw_labels, arrays.get("class_names"), labels_origin)
-        subjects = arrays.get("subjects")
+        if self.subjects_key != "subjects" and self.subjects_key not in arrays:
+            raise DataError(self.path, f"missing ids key {self.subjects_key!r} "
+                                       f"(data.subjects_key; found {sorted(arrays)})")
+        subjects = arrays.get(self.subjects_key)
         if subjects is not None and (subjects.ndim != 1 or len(subjects) != n):
-            raise DataError(self.path, f"expected subjects of shape ({n},), got {subjects.shape}")
+            raise DataError(
+                self.path, f"expected {self.subjects_key} of shape ({n},), got {subjects.shape}"
+            )
         axes = {}
         for key, dim in (("freqs_hz", 2), ("times_s", 3)):
             ax = arrays.get(key)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from mdvq.data.arrays import resample_axis
 from mdvq.data.dataset import SpectrogramSet, cache_key
 from mdvq.data.spectrogram import resize_spectrogram
 from mdvq.data.splits import split_indices
@@ -87,7 +88,9 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
       folder, arrays); sources cache their own expensive processing.
     image_size: (F, T) the models see; examples are resized with area-weighted interpolation.
     val_fraction, test_fraction: split sizes; the rest trains. split_seed fixes the split.
-    subject_disjoint: keep each subject in one split when the source gives subject ids.
+    subject_disjoint: keep each subject (or recording: sources put recording ids in `subjects`
+      when no subject is known) in one split when the source gives ids; a warning says when it
+      gives none.
     shuffle_seed: seed of the per-epoch training order (None: torch's initial seed, i.e. the
       run's `seed`), so resumed runs see the same batches as uninterrupted ones.
     Batches are `(x, label)`: x float32 `(B, C, F, T)` in [-1,1] (`2*x01 - 1`), label int64 `(B,)`.
@@ -150,12 +153,20 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         data.validate(getattr(self.source, "root", None))
         images = resize_spectrogram(data.images, self.image_size)
         subjects = data.subjects if self.subject_disjoint else None
+        if data.subjects is None:
+            log.warning(
+                "%s: the data carry no recording or subject ids, so windows of one recording "
+                "may fall into different splits (test accuracy then overstates generalisation); "
+                "give ids (data.name_pattern for folders/I/Q files, a `subjects` key for arrays)",
+                getattr(self.source, "root", None) or getattr(self.source, "path", None)
+                or type(self.source).__name__,
+            )
         self.split_indices = split_indices(
             data.labels, subjects, self.val_fraction, self.test_fraction, self.split_seed
         )
         self.class_names = list(data.class_names)
-        self.freqs_hz = _resample_axis(data.freqs_hz, self.image_size[0])
-        self.times_s = _resample_axis(data.times_s, self.image_size[1])
+        self.freqs_hz = resample_axis(data.freqs_hz, self.image_size[0])
+        self.times_s = resample_axis(data.times_s, self.image_size[1])
         content = data.meta.get("cache_key") or _content_hash(data)
         split = cache_key({"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed,
                            "subject_disjoint": subjects is not None})
@@ -180,19 +191,6 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         """Plain-dict description for run summaries: key, classes, split sizes, image size."""
         return {"data_key": self.data_key, "class_names": self.class_names,
                 "split_counts": self.split_counts, "image_size": list(self.image_size)}
-
-
-def _resample_axis(axis: np.ndarray | None, n: int) -> np.ndarray | None:
-    """Centres of `n` equal cells spanning the same extent as the sample points `axis`."""
-    if axis is None or len(axis) == 0:
-        return None
-    axis = np.asarray(axis, dtype=np.float64)
-    if len(axis) == n:
-        return axis
-    step = (axis[-1] - axis[0]) / max(len(axis) - 1, 1)
-    lo, hi = axis[0] - step / 2, axis[-1] + step / 2
-    edges = np.linspace(lo, hi, n + 1)
-    return (edges[:-1] + edges[1:]) / 2
 
 
 def _content_hash(data: SpectrogramSet) -> str:

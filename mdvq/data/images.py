@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,6 +107,12 @@ def _pixels(path: Path) -> np.ndarray:
     return arr
 
 
+def cell_centres(lo: float, hi: float, n: int) -> np.ndarray:
+    """Centres of `n` equal cells spanning `[lo, hi]`: the axis of `n` pixels covering that range."""
+    edges = np.linspace(float(lo), float(hi), int(n) + 1)
+    return (edges[:-1] + edges[1:]) / 2
+
+
 class ImageFolderSource:
     """Spectrogram pictures under `root/<class name>/*.png|jpg` as a labelled `SpectrogramSet`.
 
@@ -123,9 +130,18 @@ class ImageFolderSource:
       picture's pixels to the colormap's table; beyond it the picture is rejected as not drawn
       with that colormap. None disables the check.
 
+    id_pattern: a regular expression searched in each picture's path below its class folder
+      (e.g. `^(?P<recording>[^_]+)_` for `rec03_w12.png`); the `subject` group, else the
+      `recording` group, else group 1, else the whole match is the example's split group, so
+      windows cut from one recording stay in one split. A picture that does not match is an
+      error naming it. None: no ids (the datamodule warns that windows of one recording may
+      fall into different splits).
+    doppler_hz: `[lo, hi]` Doppler range [Hz] the picture's rows span (bottom to top), or None.
+    duration_s: time span [s] of the picture's columns, or None. With them the set carries
+      `freqs_hz` / `times_s` (cell centres), so grids and samples show Hz and seconds.
+
     Rows are flipped so that row 0 is the most negative Doppler (pictures have positive
-    Doppler at the top). `load()` -> images float32 `(N, channels, F, T)` in [0,1], no
-    physical axes, no subjects.
+    Doppler at the top). `load()` -> images float32 `(N, channels, F, T)` in [0,1].
     """
 
     def __init__(
@@ -137,8 +153,24 @@ class ImageFolderSource:
         image_size: tuple[int, int] | None = None,
         on_error: str = "raise",
         colormap_tolerance: float | None = 0.1,
+        id_pattern: str | None = None,
+        doppler_hz: Sequence[float] | None = None,
+        duration_s: float | None = None,
     ):
         self.root = Path(root)
+        try:
+            self.id_pattern = None if id_pattern is None else re.compile(id_pattern)
+        except re.error as err:
+            raise ValueError(f"data.id_pattern {id_pattern!r} is not a regex ({err})") from err
+        if doppler_hz is not None:
+            doppler_hz = tuple(float(v) for v in doppler_hz)
+            if len(doppler_hz) != 2 or not doppler_hz[0] < doppler_hz[1]:
+                raise ValueError(f"data.doppler_hz must be [lo, hi] with lo < hi [Hz], got "
+                                 f"{list(doppler_hz)}")
+        self.doppler_hz = doppler_hz
+        if duration_s is not None and not float(duration_s) > 0:
+            raise ValueError(f"data.duration_s must be positive [s], got {duration_s}")
+        self.duration_s = None if duration_s is None else float(duration_s)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if channels == 3 and colormap is not None:
@@ -203,21 +235,49 @@ class ImageFolderSource:
             out = px[None]
         return to_image_rows(np.clip(out, 0.0, 1.0).astype(np.float32))
 
+    def group_of(self, path: Path) -> str:
+        """The split group (recording/subject id) of a picture from `id_pattern`; DataError if none.
+
+        Ids are prefixed with the class folder, so equal names in two classes stay apart.
+        """
+        rel = path.relative_to(self.root)
+        match = self.id_pattern.search(Path(*rel.parts[1:]).as_posix())
+        if match is None:
+            raise DataError(path, f"name does not match data.id_pattern {self.id_pattern.pattern!r}")
+        named = match.groupdict()
+        value = named.get("subject") or named.get("recording")
+        if value is None:
+            value = match.group(1) if match.re.groups else match.group(0)
+        if not value:
+            raise DataError(path, f"data.id_pattern {self.id_pattern.pattern!r} matched an empty id")
+        return f"{rel.parts[0]}/{value}"
+
     def load(self) -> SpectrogramSet:
         """Read every picture of every class folder; see the class docstring."""
         folders = self.classes()
         items = [(label, p) for label, folder in enumerate(folders) for p in self.files(folder)]
-        loaded, skipped = load_each(items, lambda item: self.read(item[1]), self.on_error)
+        def read_one(item) -> np.ndarray:
+            if self.id_pattern is not None:
+                self.group_of(item[1])  # a name without an id is a bad file (skippable)
+            return self.read(item[1])
+
+        loaded, skipped = load_each(items, read_one, self.on_error)
         if not loaded:
             raise DataError(self.root, f"no image could be loaded ({len(skipped)} skipped)")
         sources = [str(p) for (_, p), _ in loaded]
+        images = stack_examples([x for _, x in loaded], sources, self.image_size)
+        f_rows, t_cols = images.shape[-2:]
         data = SpectrogramSet(
-            images=stack_examples([x for _, x in loaded], sources, self.image_size),
+            images=images,
             labels=[label for (label, _), _ in loaded],
             class_names=[f.name for f in folders],
+            subjects=None if self.id_pattern is None else [
+                self.group_of(p) for (_, p), _ in loaded],
+            freqs_hz=None if self.doppler_hz is None else cell_centres(*self.doppler_hz, f_rows),
+            times_s=None if self.duration_s is None else cell_centres(0.0, self.duration_s, t_cols),
             sources=sources,
             meta={"source": "image_folder", "root": str(self.root), "colormap": self.colormap,
-                  "channels": self.channels, "n_skipped": len(skipped),
+                  "channels": self.channels, "has_ids": self.id_pattern is not None, "n_skipped": len(skipped),
                   "skipped": [str(e) for e in skipped]},
         )
         return data.validate(self.root)

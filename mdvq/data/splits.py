@@ -18,9 +18,12 @@ def split_indices(
     non-zero fraction gets at least one example of every class that has 3 or more). With
     subject ids, whole subjects are assigned to splits (no subject in two splits): subjects
     are shuffled and each goes to the split whose per-class shortfall its examples fill best,
-    so the class mix of every split stays close to the whole set's.
+    so the class mix of every split stays close to the whole set's; every non-empty split first
+    gets one subject of each class. Subject ids may be recording ids (windows of one recording
+    must not fall into two splits).
     Raises ValueError naming `data.datamodule.val_fraction`/`data.datamodule.test_fraction` or the subject count
-    when the split is impossible.
+    when the split is impossible, and with the per-class counts of recordings/subjects when a
+    class has fewer of them than there are non-empty splits.
     """
     labels = np.asarray(labels)
     for key, frac in (("data.datamodule.val_fraction", val_fraction), ("data.datamodule.test_fraction", test_fraction)):
@@ -59,32 +62,65 @@ def _count(n: int, frac: float) -> int:
 
 
 def _split_by_subject(labels, subjects, fractions, rng):
+    """Whole groups (subjects or recordings) to splits, every class in every non-empty split."""
     classes = np.unique(labels)
     uniq = np.unique(subjects)
-    needed = sum(1 for f in fractions.values() if f > 0)
+    names = [k for k, f in fractions.items() if f > 0]
+    needed = len(names)
     if len(uniq) < needed:
         raise ValueError(
             f"subject-disjoint split needs at least {needed} subjects, the data has {len(uniq)}; "
-            "lower data.datamodule.val_fraction/data.datamodule.test_fraction to 0 or set data.datamodule.subject_disjoint=false"
+            "lower data.datamodule.val_fraction/data.datamodule.test_fraction to 0 or set "
+            "data.datamodule.subject_disjoint=false"
         )
     class_col = np.searchsorted(classes, labels)
     per_subject = np.zeros((len(uniq), len(classes)))
     np.add.at(per_subject, (np.searchsorted(uniq, subjects), class_col), 1)
+    groups_per_class = (per_subject > 0).sum(0).astype(int)
+    short = groups_per_class < needed
+    if short.any():
+        counts = ", ".join(f"{c}: {n}" for c, n in zip(classes, groups_per_class, strict=True))
+        raise ValueError(
+            f"a recording/subject-disjoint split into {needed} splits ({'/'.join(names)}) needs "
+            f"at least {needed} recordings (or subjects) of every class; recordings or subjects "
+            f"per class label: {counts} (too few: {classes[short].tolist()}). Add recordings of "
+            "those classes, or set data.datamodule.val_fraction=0 and/or "
+            "data.datamodule.test_fraction=0 (or data.datamodule.subject_disjoint=false, which "
+            "lets windows of one recording fall into different splits)"
+        )
     totals = per_subject.sum(0)
-    names = [k for k, f in fractions.items() if f > 0]
     target = {k: fractions[k] * totals for k in names}
     have = {k: np.zeros(len(classes)) for k in names}
     owner = {}
-    order = rng.permutation(len(uniq))
-    # Seed every split with one subject first so none is empty, then fill greedily.
-    for pos, s in enumerate(order):
+    order = [int(s) for s in rng.permutation(len(uniq))]
+    # Seed: every split (smallest first) gets one group of each class it still lacks, taking
+    # the group with the fewest examples of that class so small splits do not overshoot.
+    for split in sorted(names, key=lambda k: fractions[k]):
+        for c in rng.permutation(len(classes)):
+            if have[split][c] > 0:
+                continue
+            free = [s for s in order if uniq[s] not in owner and per_subject[s, c] > 0]
+            if not free:
+                break
+            s = min(free, key=lambda g: per_subject[g, c])
+            have[split] += per_subject[s]
+            owner[uniq[s]] = split
+    # Fill: every other group goes to the split whose per-class shortfall it fills best.
+    for s in order:
+        if uniq[s] in owner:
+            continue
         counts = per_subject[s]
-        if pos < len(names):
-            best = names[::-1][pos]  # test, val first: the smallest splits
-        else:
-            deficit = {k: float(counts @ (target[k] - have[k]) / target[k].sum()) for k in names}
-            best = max(deficit, key=deficit.get)
+        deficit = {k: float(counts @ (target[k] - have[k]) / target[k].sum()) for k in names}
+        best = max(deficit, key=deficit.get)
         have[best] += counts
         owner[uniq[s]] = best
+    missing = {k: classes[have[k] == 0].tolist() for k in names if (have[k] == 0).any()}
+    if missing:
+        raise ValueError(
+            f"could not give every split every class while keeping recordings/subjects apart "
+            f"(classes missing per split: {missing}; recordings or subjects per class: "
+            f"{dict(zip(classes.tolist(), groups_per_class.tolist(), strict=True))}); add "
+            "recordings, or lower data.datamodule.val_fraction/test_fraction"
+        )
     split_of = np.array([owner[s] for s in subjects])
     return {k: np.flatnonzero(split_of == k) for k in fractions}

@@ -1,0 +1,535 @@
+"""Raw complex-baseband (I/Q) slow-time radar recordings -> windowed micro-Doppler spectrograms.
+
+Formats read (one recording per file; see docs/data.md):
+- `.mat` (MATLAB v5/v7): a named variable, complex `(N,)` or real `(N, 2)` I/Q columns; the
+  sample rate / carrier may be stored as variables too (`fs_key`, `fc_key`).
+- `.npy`: complex `(N,)` or real `(N, 2)`; `.npz`: the same under a named key, plus optional
+  sample-rate / carrier keys.
+- `.wav`: stereo, I left and Q right; the sample rate comes from the file header.
+- raw interleaved binary (`raw_extensions`, e.g. `.bin`): `I0 Q0 I1 Q1 ...` as `float32` or
+  `int16` in the configured byte order.
+
+Processing on the shared spectrogram path (`mdvq.data.spectrogram`): static-clutter removal
+over the whole recording (`mdvq.data.clutter.remove_static_clutter`: mean removal and an optional
+MTI high-pass, as in the Glasgow reference processing), cutting into fixed-length windows
+(`window_s`, `hop_s`), STFT with Doppler in Hz and time in s, then the usual per-example dB /
+dynamic-range normalisation to [0,1]. Positive Doppler means `I + jQ` rotating counter-clockwise
+(`exp(+j 2 pi f t)`, an approaching target).
+
+Every window keeps its recording: `sources` are `"<file>#<k>@<start>s"` and the set's `subjects`
+are the split groups (the subject id where one is given, else the recording), so the
+subject-disjoint split keeps every window of one recording in one split.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import os
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mdvq.data.arrays import as_size, resample_axis, stack_examples
+from mdvq.data.clutter import remove_static_clutter
+from mdvq.data.dataset import SpectrogramSet, load_or_build
+from mdvq.data.errors import DataError, check_on_error, load_each
+from mdvq.data.spectrogram import STFTConfig, compute_spectrogram
+
+log = logging.getLogger(__name__)
+
+# Bump when the processing below changes, so cached sets are rebuilt.
+PROCESSING_VERSION = 1
+
+RAW_DTYPES = {"float32": "f4", "int16": "i2"}
+BYTE_ORDERS = {"little": "<", "big": ">"}
+KNOWN_EXTENSIONS = (".mat", ".npy", ".npz", ".wav")
+
+
+@dataclass
+class IQRecording:
+    """One complex-baseband slow-time recording.
+
+    samples: complex128 `(N,)`; sample_rate_hz: slow-time sample rate (PRF) [Hz] or None when
+    the file does not store it; carrier_hz: carrier frequency [Hz] or None.
+    """
+
+    samples: np.ndarray
+    sample_rate_hz: float | None = None
+    carrier_hz: float | None = None
+
+
+def as_complex(arr: np.ndarray, path, what: str = "I/Q data") -> np.ndarray:
+    """Complex `(N,)` / `(N, 1)`, or real `(N, 2)` / `(2, N)` I/Q columns -> complex128 `(N,)`.
+
+    Raises DataError naming `path` for another shape ("odd column count") or a non-numeric type.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "fiuc":
+        raise DataError(path, f"{what} must be numeric, got dtype {arr.dtype}")
+    if arr.dtype.kind == "c":
+        if arr.ndim == 1 or (arr.ndim == 2 and 1 in arr.shape):
+            return arr.reshape(-1).astype(np.complex128)
+        raise DataError(path, f"complex {what} must be a vector (N,), got shape {arr.shape}")
+    if arr.ndim == 2 and arr.shape[1] == 2:
+        return arr[:, 0].astype(np.float64) + 1j * arr[:, 1].astype(np.float64)
+    if arr.ndim == 2 and arr.shape[0] == 2 and arr.shape[1] != 2:
+        return arr[0].astype(np.float64) + 1j * arr[1].astype(np.float64)
+    cols = arr.shape[1] if arr.ndim == 2 else None
+    detail = f"{cols} columns" if cols is not None else f"{arr.ndim} dimension(s)"
+    raise DataError(
+        path, f"real {what} must have 2 columns (I, Q), got shape {arr.shape} ({detail})"
+    )
+
+
+def _scalar(value, path, key: str) -> float:
+    arr = np.asarray(value)
+    if arr.size != 1 or arr.dtype.kind not in "fiu":
+        raise DataError(path, f"{key!r} must be a single number, got {arr.dtype} {arr.shape}")
+    return float(arr.reshape(-1)[0])
+
+
+def _pick(arrays: Mapping[str, np.ndarray], key: str | None, path, kind: str) -> np.ndarray:
+    """The data variable `key`, or the only non-metadata variable when `key` is None."""
+    if key is not None:
+        if key not in arrays:
+            raise DataError(path, f"missing {kind} {key!r} (found {sorted(arrays)})")
+        return arrays[key]
+    if len(arrays) != 1:
+        raise DataError(
+            path, f"{len(arrays)} {kind}s {sorted(arrays)}: set data.variable to the I/Q one"
+        )
+    return next(iter(arrays.values()))
+
+
+def _split_meta(arrays: dict, fs_key: str | None, fc_key: str | None, path):
+    """Pop the sample-rate / carrier entries out of `arrays` -> (fs or None, fc or None)."""
+    fs = _scalar(arrays.pop(fs_key), path, fs_key) if fs_key and fs_key in arrays else None
+    fc = _scalar(arrays.pop(fc_key), path, fc_key) if fc_key and fc_key in arrays else None
+    return fs, fc
+
+
+def read_iq(
+    path: str | os.PathLike,
+    variable: str | None = None,
+    fs_key: str | None = "fs",
+    fc_key: str | None = "fc",
+    raw_dtype: str = "float32",
+    byte_order: str = "little",
+) -> IQRecording:
+    """Read one I/Q recording from `.mat`, `.npy`, `.npz`, stereo `.wav` or raw binary.
+
+    variable: the `.mat` variable / `.npz` key holding the samples (None: the only one besides
+      `fs_key`/`fc_key`). fs_key / fc_key: names of the sample rate [Hz] / carrier [Hz] stored
+      next to the samples in `.mat`/`.npz` files (read when present). raw_dtype ("float32" |
+      "int16") and byte_order ("little" | "big"): layout of raw interleaved `I Q I Q ...` files
+      (any suffix not listed above). A `.wav` gives its own sample rate; integer `.wav`/raw
+      samples are scaled to [-1, 1) by their type's full scale (scale does not matter after the
+      per-example normalisation).
+
+    Returns an `IQRecording`; raises DataError naming the file for an unreadable file, a missing
+    variable, a wrong shape or column count, an empty recording or NaN/inf samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "recording not found")
+    suffix = path.suffix.lower()
+    fs = fc = None
+    if suffix == ".mat":
+        arrays = _read_mat(path)
+        fs, fc = _split_meta(arrays, fs_key, fc_key, path)
+        data = _pick(arrays, variable, path, "variable")
+    elif suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise DataError(path, f"unreadable .npz ({err})") from err
+        fs, fc = _split_meta(arrays, fs_key, fc_key, path)
+        data = _pick(arrays, variable, path, "key")
+    elif suffix == ".npy":
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(path, f"unreadable .npy ({err})") from err
+    elif suffix == ".wav":
+        data, fs = _read_wav(path)
+    else:
+        data = _read_raw(path, raw_dtype, byte_order)
+    samples = as_complex(data, path)
+    if samples.size == 0:
+        raise DataError(path, "empty recording (0 samples)")
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise DataError(path, f"{len(bad)} NaN or inf samples (first at sample {int(bad[0])})")
+    return IQRecording(samples, fs, fc)
+
+
+def _read_mat(path: Path) -> dict[str, np.ndarray]:
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path, squeeze_me=False)
+    except NotImplementedError as err:  # v7.3 = HDF5
+        raise DataError(path, f"MATLAB v7.3 (HDF5) files are not supported; save with "
+                              f"save(..., '-v7') ({err})") from err
+    except (OSError, ValueError, TypeError) as err:
+        raise DataError(path, f"unreadable .mat file ({err})") from err
+    return {k: v for k, v in mat.items() if not k.startswith("__")}
+
+
+def _int_scale(data: np.ndarray) -> np.ndarray:
+    if data.dtype.kind in "iu":
+        info = np.iinfo(data.dtype)
+        offset = (int(info.max) + 1) // 2 if data.dtype.kind == "u" else 0  # 8-bit WAV: unsigned
+        return (data.astype(np.float64) - offset) / (int(info.max) + 1 - offset)
+    return data.astype(np.float64)
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, float]:
+    from scipy.io import wavfile
+
+    try:
+        rate, data = wavfile.read(path)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(path, f"unreadable .wav file ({err})") from err
+    if data.ndim != 2 or data.shape[1] != 2:
+        channels = 1 if data.ndim == 1 else data.shape[1]
+        raise DataError(path, f".wav must be stereo (I left, Q right), got {channels} channel(s)")
+    return _int_scale(data), float(rate)
+
+
+def _read_raw(path: Path, raw_dtype: str, byte_order: str) -> np.ndarray:
+    dtype = np.dtype(BYTE_ORDERS[byte_order] + RAW_DTYPES[raw_dtype])
+    size = path.stat().st_size
+    if size % (2 * dtype.itemsize):
+        raise DataError(
+            path, f"{size} bytes is not a whole number of {raw_dtype} I/Q pairs "
+            f"({2 * dtype.itemsize} bytes each): wrong data.raw_dtype or truncated file?"
+        )
+    flat = np.fromfile(path, dtype=dtype)
+    return _int_scale(flat.astype(flat.dtype.newbyteorder("="))).reshape(-1, 2)
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
+    """Start indices of the full windows of `window` samples every `hop` samples in `n_samples`."""
+    if n_samples < window:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
+
+
+def iq_spectrograms(
+    samples: np.ndarray,
+    sample_rate_hz: float,
+    window_s: float,
+    hop_s: float,
+    stft: STFTConfig,
+    mean_removal: bool = True,
+    mti_order: int = 0,
+    mti_cutoff: float = 0.0075,
+    origin: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Clutter removal over the recording, then one spectrogram per window.
+
+    samples: complex `(N,)` at `sample_rate_hz` [Hz]. window_s / hop_s: example length and
+    step [s]. Returns `(images float32 (W, F, T) in [0,1], freqs_hz (F,), times_s (T,) from the
+    window start, starts_s (W,))`. Raises DataError naming `origin` when the recording is
+    shorter than one window or a window is shorter than one STFT segment.
+    """
+    fs = float(sample_rate_hz)
+    window = round(window_s * fs)
+    hop = max(round(hop_s * fs), 1)
+    if window < stft.nperseg:
+        raise DataError(
+            origin, f"data.window_s={window_s} s is {window} samples at {fs:g} Hz, fewer than "
+            f"one STFT segment (stft.nperseg={stft.nperseg})"
+        )
+    n = len(samples)
+    starts = window_starts(n, window, hop)
+    if len(starts) == 0:
+        raise DataError(
+            origin, f"recording too short: {n} samples ({n / fs:.3g} s at {fs:g} Hz) is shorter "
+            f"than one window (data.window_s={window_s} s = {window} samples)"
+        )
+    clean = remove_static_clutter(samples, mean_removal, mti_order, mti_cutoff, axis=-1)
+    segments = np.stack([clean[s : s + window] for s in starts])
+    images, freqs, times = compute_spectrogram(segments, fs, stft)
+    return images, freqs, times, starts / fs
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+class IQSource:
+    """Raw I/Q recordings under `root` as a labelled, windowed `SpectrogramSet`.
+
+    root: a folder searched recursively (hidden files skipped) for recordings with one of
+      `extensions`, or a single recording file.
+    extensions: suffixes read; `.mat .npy .npz .wav` by format, anything else as raw binary.
+    sample_rate_hz: slow-time sample rate (PRF) [Hz]; None takes it from the file (`.wav`
+      header, `fs_key` in `.mat`/`.npz`). Given and different from the file's: the config wins,
+      with a warning. Missing or non-positive: an error naming the file.
+    carrier_hz: carrier [Hz] (only recorded in `meta`, for velocity axes), or None.
+    variable, fs_key, fc_key, raw_dtype, byte_order: see `read_iq`.
+    labels_csv: CSV with columns `file,label[,subject]` (`file` relative to root or a bare
+      name). name_pattern: a regular expression searched in each file's path relative to root,
+      with named groups `label` and/or `subject` (e.g. `(?P<subject>P\\d+)_(?P<label>[a-z]+)`).
+      Labels come from the CSV when given, else from the pattern's `label` group, else from the
+      file's class folder (`root/<class>/file`). Subjects come from the CSV or the pattern's
+      `subject` group; the split groups every example by subject when known, else by recording.
+    class_names: class names in label order (default: the sorted labels found).
+    window_s, hop_s: example length and step [s] (windows overlap when hop < window).
+    mean_removal, mti_order, mti_cutoff: `remove_static_clutter` (mti_order 0: no MTI; the
+      Glasgow reference uses order 4, cutoff 0.0075 of the Nyquist frequency).
+    stft: an `STFTConfig` or a dict of its fields (nperseg etc. in samples).
+    image_size: `(F, T)` to resize every example to, or None (all must share one size).
+    cache_dir: folder for the processed set (`load_or_build`), or None.
+    on_error: "raise" or "skip" (skip logs each bad file and the count in `meta`).
+
+    `load()` -> images float32 `(N, 1, F, T)` in [0,1]; `freqs_hz` [Hz], `times_s` [s from the
+    window start] when all recordings share one sample rate; `subjects` as above.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        sample_rate_hz: float | None = None,
+        carrier_hz: float | None = None,
+        extensions: Sequence[str] = (".mat", ".npy", ".npz", ".wav", ".bin"),
+        variable: str | None = None,
+        fs_key: str | None = "fs",
+        fc_key: str | None = "fc",
+        raw_dtype: str = "float32",
+        byte_order: str = "little",
+        labels_csv: str | os.PathLike | None = None,
+        name_pattern: str | None = None,
+        class_names: Sequence[str] | None = None,
+        window_s: float = 2.0,
+        hop_s: float = 1.0,
+        mean_removal: bool = True,
+        mti_order: int = 0,
+        mti_cutoff: float = 0.0075,
+        stft: Mapping | STFTConfig | None = None,
+        image_size: tuple[int, int] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        on_error: str = "raise",
+    ):
+        self.root = Path(root)
+        if sample_rate_hz is not None and not float(sample_rate_hz) > 0:
+            raise ValueError(f"data.sample_rate_hz must be positive [Hz], got {sample_rate_hz}")
+        self.sample_rate_hz = None if sample_rate_hz is None else float(sample_rate_hz)
+        self.carrier_hz = None if carrier_hz is None else float(carrier_hz)
+        self.extensions = tuple(
+            e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions
+        )
+        if raw_dtype not in RAW_DTYPES:
+            raise ValueError(f"data.raw_dtype must be one of {sorted(RAW_DTYPES)}, got {raw_dtype!r}")
+        if byte_order not in BYTE_ORDERS:
+            raise ValueError(
+                f"data.byte_order must be one of {sorted(BYTE_ORDERS)}, got {byte_order!r}"
+            )
+        self.variable, self.fs_key, self.fc_key = variable, fs_key, fc_key
+        self.raw_dtype, self.byte_order = raw_dtype, byte_order
+        self.labels_csv = None if labels_csv is None else Path(labels_csv)
+        try:
+            self.name_pattern = None if name_pattern is None else re.compile(name_pattern)
+        except re.error as err:
+            raise ValueError(f"data.name_pattern {name_pattern!r} is not a regex ({err})") from err
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        if not (window_s and window_s > 0):
+            raise ValueError(f"data.window_s must be positive [s], got {window_s}")
+        if not (hop_s and hop_s > 0):
+            raise ValueError(f"data.hop_s must be positive [s], got {hop_s}")
+        self.window_s, self.hop_s = float(window_s), float(hop_s)
+        if mti_order < 0:
+            raise ValueError(f"data.mti_order must be >= 0, got {mti_order}")
+        self.mean_removal, self.mti_order, self.mti_cutoff = bool(mean_removal), int(mti_order), float(mti_cutoff)
+        if isinstance(stft, STFTConfig):
+            self.stft = stft
+        else:
+            self.stft = STFTConfig(**dict(stft or {}))
+        self.image_size = as_size(image_size, "image_size")
+        self.cache_dir = cache_dir
+        self.on_error = check_on_error(on_error)
+
+    # -- discovery and labels -----------------------------------------------------------------
+    def files(self) -> list[Path]:
+        """Every non-hidden recording below root with one of `extensions`, sorted; DataError if none."""
+        if self.root.is_file():
+            return [self.root]
+        if not self.root.is_dir():
+            raise DataError(self.root, "recordings folder not found")
+        files = [
+            p for p in self.root.rglob("*")
+            if p.suffix.lower() in self.extensions and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+        ]
+        if not files:
+            raise DataError(self.root, f"no recordings ({' '.join(self.extensions)}) found")
+        return sorted(files, key=lambda p: _rel(p, self.root))
+
+    def _base(self) -> Path:
+        return self.root.parent if self.root.is_file() else self.root
+
+    def read_labels_csv(self) -> dict[str, tuple[str, str | None]]:
+        """`labels_csv` -> {file key: (label, subject or None)}; DataError naming the CSV."""
+        path = self.labels_csv
+        if path is None:
+            return {}
+        if not path.is_file():
+            raise DataError(path, "labels_csv not found")
+        table: dict[str, tuple[str, str | None]] = {}
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip() for f in reader.fieldnames or []]
+            reader.fieldnames = fields
+            if "file" not in fields or "label" not in fields:
+                raise DataError(path, f"needs columns 'file,label[,subject]', found {fields}")
+            for row in reader:
+                key = (row["file"] or "").strip().replace("\\", "/")
+                label = (row["label"] or "").strip()
+                if not key or not label:
+                    raise DataError(path, f"line {reader.line_num}: empty file name or label")
+                table[key] = (label, (row.get("subject") or "").strip() or None)
+        return table
+
+    def label_of(self, path: Path, table: Mapping) -> tuple[str, str | None]:
+        """(label, subject or None) of one recording: CSV, then name pattern, then class folder."""
+        rel = _rel(path, self._base())
+        entry = table.get(rel) or table.get(path.name)
+        match = None
+        if self.name_pattern is not None:
+            match = self.name_pattern.search(rel)
+            if match is None and entry is None:
+                raise DataError(path, f"name does not match data.name_pattern "
+                                      f"{self.name_pattern.pattern!r}")
+        groups = match.groupdict() if match is not None else {}
+        subject = groups.get("subject")
+        if entry is not None:
+            return entry[0], entry[1] or subject
+        if table:
+            raise DataError(path, f"no entry in labels_csv {self.labels_csv}")
+        if groups.get("label"):
+            return groups["label"], subject
+        parts = Path(rel).parts
+        if len(parts) < 2:
+            raise DataError(
+                path, "no label: the file is not in a class folder (root/<class>/file); give "
+                "data.labels_csv or a data.name_pattern with a (?P<label>...) group"
+            )
+        return parts[-2], subject
+
+    # -- processing ---------------------------------------------------------------------------
+    def _rate(self, rec: IQRecording, path: Path) -> float:
+        fs = self.sample_rate_hz
+        if fs is None:
+            fs = rec.sample_rate_hz
+        elif rec.sample_rate_hz is not None and not np.isclose(fs, rec.sample_rate_hz):
+            log.warning("%s: file sample rate %g Hz differs from data.sample_rate_hz=%g Hz; "
+                        "using the config", path, rec.sample_rate_hz, fs)
+        if fs is None:
+            raise DataError(path, "sample rate missing: the file stores none; set "
+                                  "data.sample_rate_hz [Hz]")
+        if not (np.isfinite(fs) and fs > 0):
+            raise DataError(path, f"sample rate must be positive [Hz], got {fs}")
+        return float(fs)
+
+    def _one(self, path: Path, table) -> tuple:
+        """One file -> (label, subject, images (W, F, T), freqs, times, starts_s, fs, fc)."""
+        label, subject = self.label_of(path, table)
+        rec = read_iq(path, self.variable, self.fs_key, self.fc_key, self.raw_dtype,
+                      self.byte_order)
+        fs = self._rate(rec, path)
+        images, freqs, times, starts = iq_spectrograms(
+            rec.samples, fs, self.window_s, self.hop_s, self.stft, self.mean_removal,
+            self.mti_order, self.mti_cutoff, origin=path,
+        )
+        fc = self.carrier_hz if self.carrier_hz is not None else rec.carrier_hz
+        return label, subject, images, freqs, times, starts, fs, fc
+
+    def params(self, files: list[Path]) -> dict:
+        """Everything the processed set depends on (the cache key's input)."""
+        def stat(p: Path) -> list:
+            st = p.stat()
+            return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+
+        return {
+            "version": PROCESSING_VERSION,
+            "files": [stat(p) for p in files],
+            "labels_csv": stat(self.labels_csv) if self.labels_csv and self.labels_csv.is_file()
+            else None,
+            "name_pattern": None if self.name_pattern is None else self.name_pattern.pattern,
+            "class_names": self.class_names,
+            "sample_rate_hz": self.sample_rate_hz, "carrier_hz": self.carrier_hz,
+            "variable": self.variable, "fs_key": self.fs_key, "fc_key": self.fc_key,
+            "raw_dtype": self.raw_dtype, "byte_order": self.byte_order,
+            "window_s": self.window_s, "hop_s": self.hop_s, "mean_removal": self.mean_removal,
+            "mti_order": self.mti_order, "mti_cutoff": self.mti_cutoff,
+            "stft": dataclasses.asdict(self.stft),
+            "image_size": None if self.image_size is None else list(self.image_size),
+            "on_error": self.on_error,
+        }
+
+    def load(self) -> SpectrogramSet:
+        """Read, label, window and process every recording (or load the cached result)."""
+        files = self.files()
+        table = self.read_labels_csv()
+        return load_or_build(self.cache_dir, "iq", self.params(files),
+                             lambda: self._build(files, table))
+
+    def _build(self, files: list[Path], table) -> SpectrogramSet:
+        loaded, skipped = load_each(files, lambda p: self._one(p, table), self.on_error)
+        if not loaded:
+            raise DataError(self.root, f"no recording could be loaded ({len(skipped)} skipped)")
+        found = sorted({r[0] for _, r in loaded})
+        names = self.class_names or found
+        unknown = [lab for lab in found if lab not in names]
+        if unknown:
+            path = next(p for p, r in loaded if r[0] == unknown[0])
+            raise DataError(path, f"label {unknown[0]!r} is not one of data.class_names {names}")
+        images, labels, groups, sources, recordings = [], [], [], [], []
+        for path, (label, subject, ims, _, _, starts, _, _) in loaded:
+            rel = _rel(path, self._base())
+            group = subject if subject is not None else rel
+            for k, (im, start) in enumerate(zip(ims, starts, strict=True)):
+                images.append(im[None])
+                labels.append(names.index(label))
+                groups.append(group)
+                recordings.append(rel)
+                sources.append(f"{path}#{k}@{start:.3f}s")
+        stacked = stack_examples(images, sources, self.image_size)
+        freqs = [r[3] for _, r in loaded]
+        times = [r[4] for _, r in loaded]
+        same = all(len(f) == len(freqs[0]) and np.allclose(f, freqs[0]) for f in freqs) and all(
+            len(t) == len(times[0]) and np.allclose(t, times[0]) for t in times)
+        per_class = {c: len({r for r, lab in zip(recordings, labels, strict=True)
+                             if names[lab] == c}) for c in names}
+        data = SpectrogramSet(
+            images=stacked,
+            labels=labels,
+            class_names=names,
+            subjects=groups,
+            freqs_hz=resample_axis(freqs[0], stacked.shape[-2]) if same else None,
+            times_s=resample_axis(times[0], stacked.shape[-1]) if same else None,
+            sources=sources,
+            meta={"source": "iq", "root": str(self.root),
+                  "sample_rate_hz": sorted({r[6] for _, r in loaded}),
+                  "carrier_hz": sorted({r[7] for _, r in loaded if r[7] is not None}),
+                  "recordings_per_class": per_class,
+                  "has_subjects": any(r[1] is not None for _, r in loaded),
+                  "n_recordings": len(loaded),
+                  "n_skipped": len(skipped), "skipped": [str(e) for e in skipped]},
+        )
+        log.info("iq: %d windows from %d recordings (%d skipped); recordings per class %s",
+                 len(data), len(loaded), len(skipped), per_class)
+        return data.validate(self.root)

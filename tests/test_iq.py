@@ -1,0 +1,236 @@
+"""Raw I/Q recordings (`data=iq`): every format, labels and ids, bad inputs, split safety."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import savemat, wavfile
+
+from mdvq.data.datamodule import SpectrogramDataModule
+from mdvq.data.errors import DataError
+from mdvq.data.formats import IQSource, read_iq
+
+FS = 1000.0  # Hz
+STFT = {"window": "hann", "nperseg": 128, "noverlap": 96, "nfft": 256}
+BIN_HZ = FS / STFT["nfft"]  # 3.9 Hz
+
+
+def tone(f_hz: float, seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    """A complex tone at `f_hz` on strong static clutter (a constant) plus weak noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * FS)) / FS
+    noise = 0.01 * (rng.normal(size=t.size) + 1j * rng.normal(size=t.size))
+    return np.exp(2j * np.pi * f_hz * t) + 3.0 * (1 + 1j) + noise
+
+
+def iq_cols(x: np.ndarray) -> np.ndarray:
+    return np.stack([x.real, x.imag], axis=1)
+
+
+def write(path: Path, fmt: str, x: np.ndarray) -> Path:
+    """Write recording `x` in format `fmt`; returns the file path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "mat_complex":
+        savemat(path.with_suffix(".mat"), {"iq": x[:, None], "fs": FS})
+        return path.with_suffix(".mat")
+    if fmt == "mat_cols":
+        savemat(path.with_suffix(".mat"), {"iq": iq_cols(x)})
+        return path.with_suffix(".mat")
+    if fmt == "npy_complex":
+        np.save(path.with_suffix(".npy"), x.astype(np.complex64))
+        return path.with_suffix(".npy")
+    if fmt == "npy_cols":
+        np.save(path.with_suffix(".npy"), iq_cols(x))
+        return path.with_suffix(".npy")
+    if fmt == "npz":
+        np.savez(path.with_suffix(".npz"), iq=x, fs=FS, fc=5.8e9)
+        return path.with_suffix(".npz")
+    if fmt == "wav":
+        pcm = np.round(iq_cols(x) / np.abs(x).max() * 30000).astype(np.int16)
+        wavfile.write(path.with_suffix(".wav"), int(FS), pcm)
+        return path.with_suffix(".wav")
+    if fmt == "raw_f32_le":
+        iq_cols(x).astype("<f4").tofile(path.with_suffix(".bin"))
+        return path.with_suffix(".bin")
+    if fmt == "raw_i16_be":
+        (iq_cols(x) / np.abs(x).max() * 30000).round().astype(">i2").tofile(path.with_suffix(".bin"))
+        return path.with_suffix(".bin")
+    raise ValueError(fmt)
+
+
+FORMATS = {  # format -> (IQSource kwargs, needs a sample rate in the config)
+    "mat_complex": ({}, False), "mat_cols": ({}, True), "npy_complex": ({}, True),
+    "npy_cols": ({}, True), "npz": ({}, False), "wav": ({}, False),
+    "raw_f32_le": ({"raw_dtype": "float32", "byte_order": "little"}, True),
+    "raw_i16_be": ({"raw_dtype": "int16", "byte_order": "big"}, True),
+}
+
+
+def source(root, **kw) -> IQSource:
+    args = {"window_s": 1.0, "hop_s": 0.5, "stft": STFT}
+    args.update(kw)
+    return IQSource(root, **args)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("f_hz", [125.0, -160.0])
+def test_each_format_puts_the_tone_at_its_doppler(tmp_path, fmt, f_hz):
+    kwargs, needs_fs = FORMATS[fmt]
+    write(tmp_path / "walk" / "rec1", fmt, tone(f_hz))
+    data = source(tmp_path, sample_rate_hz=FS if needs_fs else None, **kwargs).load()
+    assert data.images.shape[0] == 3  # 2 s, 1 s windows every 0.5 s
+    assert data.images.shape[1:3] == (1, 256) and data.class_names == ["walk"]
+    assert data.images.min() >= 0 and data.images.max() == pytest.approx(1.0)
+    profile = data.images[:, 0].mean(axis=(0, 2))
+    peak_hz = data.freqs_hz[int(np.argmax(profile))]
+    assert abs(peak_hz - f_hz) <= BIN_HZ, (fmt, peak_hz)
+    # static clutter (the constant) is gone: zero Doppler is far below the tone
+    assert profile[np.argmin(np.abs(data.freqs_hz))] < 0.6 * profile.max()
+    assert data.times_s[0] == pytest.approx(64 / FS) and data.times_s[-1] < 1.0  # s in window
+    assert all(s.startswith(str(tmp_path)) and "#" in s for s in data.sources)
+
+
+def test_file_metadata_sample_rate_and_carrier(tmp_path):
+    path = write(tmp_path / "a" / "r", "npz", tone(50.0))
+    rec = read_iq(path)
+    assert rec.sample_rate_hz == FS and rec.carrier_hz == 5.8e9 and rec.samples.shape == (2000,)
+    data = source(tmp_path).load()
+    assert data.meta["sample_rate_hz"] == [FS] and data.meta["carrier_hz"] == [5.8e9]
+
+
+def test_labels_from_pattern_and_csv_with_subjects(tmp_path):
+    for i, label in enumerate(["walk", "run", "walk"]):
+        write(tmp_path / f"P{i % 2}_{label}_{i}", "npy_complex", tone(40.0 + 30 * i))
+    pattern = r"(?P<subject>P\d+)_(?P<label>[a-z]+)_"
+    data = source(tmp_path, sample_rate_hz=FS, name_pattern=pattern).load()
+    assert data.class_names == ["run", "walk"]
+    assert list(np.unique(data.subjects)) == ["P0", "P1"]
+    assert (data.labels == 1).sum() == 6 and (data.labels == 0).sum() == 3
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,label,subject\nP0_walk_0.npy,a,s1\nP1_run_1.npy,b,\nP0_walk_2.npy,b,s2\n")
+    data = source(tmp_path, sample_rate_hz=FS, labels_csv=csv, class_names=["b", "a"]).load()
+    assert data.class_names == ["b", "a"]
+    assert np.bincount(data.labels).tolist() == [6, 3]
+    # a missing subject falls back to the recording, so every window still has a split group
+    assert sorted(set(data.subjects)) == ["P1_run_1.npy", "s1", "s2"]
+
+
+def recorded_set(root: Path, n_classes: int = 4, per_class: int = 5, seconds: float = 3.0):
+    """`n_classes` class folders of `per_class` recordings each; class c is a tone at 40c-60 Hz."""
+    for c in range(n_classes):
+        for r in range(per_class):
+            write(root / f"class{c}" / f"rec{r}", "npy_complex",
+                  tone(40.0 * c - 60 + 3 * r, seconds, seed=10 * c + r))
+
+
+def test_windows_of_one_recording_stay_in_one_split(tmp_path):
+    recorded_set(tmp_path)
+    src = source(tmp_path, sample_rate_hz=FS, hop_s=0.25)  # 9 overlapping windows per recording
+    dm = SpectrogramDataModule(src, image_size=(32, 16), batch_size=8, val_fraction=0.2,
+                               test_fraction=0.2)
+    dm.setup()
+    data = src.load()
+    recording = np.array([s.split("#")[0] for s in data.sources])
+    assert len(np.unique(recording)) == 20 and len(data) == 20 * 9
+    owner = {}
+    for split, idx in dm.split_indices.items():
+        for rec in set(recording[idx]):
+            assert owner.setdefault(rec, split) == split, f"{rec} in {owner[rec]} and {split}"
+        assert set(data.labels[idx]) == {0, 1, 2, 3}  # every class in every split
+    assert sum(dm.split_counts.values()) == len(data)
+
+
+def test_class_with_too_few_recordings_stops_with_counts(tmp_path):
+    recorded_set(tmp_path, n_classes=2, per_class=3)
+    for r in range(2):
+        write(tmp_path / "class9" / f"rec{r}", "npy_complex", tone(200.0, 3.0, seed=r))
+    dm = SpectrogramDataModule(source(tmp_path, sample_rate_hz=FS), image_size=(32, 16))
+    with pytest.raises(ValueError, match=r"at least 3 recordings.*0: 3, 1: 3, 2: 2.*too few: \[2\]"
+                                         r".*test_fraction=0"):
+        dm.setup()
+
+
+@pytest.mark.parametrize("make, kwargs, problem", [
+    (lambda p: savemat(p / "c" / "a.mat", {"x": np.ones((2000, 2)), "y": np.ones(3)}),
+     {"variable": "iq"}, r"a\.mat: missing variable 'iq'"),
+    (lambda p: savemat(p / "c" / "a.mat", {"x": np.ones((2000, 2)), "y": np.ones((5, 2))}),
+     {}, r"a\.mat: 2 variables \['x', 'y'\]: set data.variable"),
+    (lambda p: np.save(p / "c" / "a.npy", np.ones((2000, 3))), {}, r"a\.npy: .*2 columns.*3 columns"),
+    (lambda p: np.save(p / "c" / "a.npy", np.zeros(0, np.complex64)), {}, r"a\.npy: empty recording"),
+    (lambda p: np.save(p / "c" / "a.npy", tone(50.0, 0.6)), {}, r"a\.npy: recording too short: 600"),
+    (lambda p: np.save(p / "c" / "a.npy", tone(50.0)), {"sample_rate_hz": None},
+     r"a\.npy: sample rate missing.*data.sample_rate_hz"),
+    (lambda p: np.savez(p / "c" / "a.npz", iq=tone(50.0), fs=0.0), {"sample_rate_hz": None},
+     r"a\.npz: sample rate must be positive"),
+    (lambda p: np.save(p / "c" / "a.npy", np.where(np.arange(2000) == 7, np.nan, tone(50.0))), {},
+     r"a\.npy: 1 NaN or inf samples \(first at sample 7\)"),
+    (lambda p: wavfile.write(p / "c" / "a.wav", 1000, np.zeros(2000, np.int16)), {},
+     r"a\.wav: .wav must be stereo"),
+    (lambda p: (p / "c" / "a.bin").write_bytes(b"\0" * 4002), {},
+     r"a\.bin: 4002 bytes is not a whole number of float32 I/Q pairs"),
+    (lambda p: (p / "c" / "a.npy").write_bytes(b"not numpy"), {}, r"a\.npy: unreadable .npy"),
+])
+def test_bad_input_names_file_and_problem_and_caches_nothing(tmp_path, make, kwargs, problem):
+    (tmp_path / "data" / "c").mkdir(parents=True)
+    make(tmp_path / "data")
+    cache = tmp_path / "cache"
+    args = {"sample_rate_hz": FS, "cache_dir": cache, **kwargs}
+    with pytest.raises(DataError, match=problem):
+        source(tmp_path / "data", **args).load()
+    assert not cache.exists() or not any(cache.iterdir())  # nothing half-written
+
+
+def test_bad_config_names_the_key(tmp_path):
+    for kwargs, key in (({"sample_rate_hz": -1.0}, "data.sample_rate_hz"),
+                        ({"window_s": 0}, "data.window_s"), ({"raw_dtype": "f8"}, "data.raw_dtype"),
+                        ({"name_pattern": "("}, "data.name_pattern")):
+        with pytest.raises(ValueError, match=re.escape(key)):
+            source(tmp_path, **kwargs)
+    np.save(tmp_path / "loose.npy", tone(50.0))
+    with pytest.raises(DataError, match="not in a class folder"):
+        source(tmp_path, sample_rate_hz=FS).load()
+
+
+def test_skip_bad_files_with_a_warning_and_a_count(tmp_path, caplog):
+    recorded_set(tmp_path, n_classes=1, per_class=2)
+    np.save(tmp_path / "class0" / "bad.npy", np.ones((100, 5)))
+    with caplog.at_level(logging.WARNING):
+        data = source(tmp_path, sample_rate_hz=FS, on_error="skip").load()
+    assert data.meta["n_skipped"] == 1 and "bad.npy" in data.meta["skipped"][0]
+    assert len({s.split("#")[0] for s in data.sources}) == 2
+    assert "skipped 1 of 3 files" in caplog.text
+
+
+def test_cache_is_reused_and_keyed_by_settings(tmp_path):
+    recorded_set(tmp_path / "d", n_classes=1, per_class=1)
+    a = source(tmp_path / "d", sample_rate_hz=FS, cache_dir=tmp_path / "c").load()
+    b = source(tmp_path / "d", sample_rate_hz=FS, cache_dir=tmp_path / "c").load()
+    c = source(tmp_path / "d", sample_rate_hz=FS, cache_dir=tmp_path / "c", hop_s=0.25).load()
+    assert a.meta["cache_key"] == b.meta["cache_key"] != c.meta["cache_key"]
+    np.testing.assert_array_equal(a.images, b.images)
+    assert len(list((tmp_path / "c").glob("iq-*.npz"))) == 2
+
+
+def test_iq_config_composes_and_every_key_is_commented(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for line in (conf / "data" / "iq.yaml").read_text().splitlines():
+        if re.match(r"^\s*[A-Za-z_]+:", line) and not line.strip().startswith(("defaults", "-")):
+            assert "#" in line or "${" in line, line
+    recorded_set(tmp_path / "rec", n_classes=3, per_class=3)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "data=iq", f"data.root={tmp_path / 'rec'}", "data.sample_rate_hz=1000",
+            "data.window_s=1.0", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.output_dir={tmp_path / 'out'}", "data.image_size=[32,16]"])
+    dm = instantiate(cfg.data.datamodule)
+    dm.setup()
+    assert dm.class_names == ["class0", "class1", "class2"]
+    assert dm.freqs_hz[0] < -400 and dm.freqs_hz[-1] > 400  # Hz
+    assert 0 < dm.times_s[0] < dm.times_s[-1] < 1.0  # s
