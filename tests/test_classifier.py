@@ -1,4 +1,4 @@
-"""Tests of the in-domain classifier (mdvq.models.classifier) and `mdvq.run model=classifier`."""
+"""Tests of the in-domain classifier (mdvq.models.classifier) and `mdvq.run experiment=classifier`."""
 
 from __future__ import annotations
 

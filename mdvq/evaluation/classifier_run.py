@@ -1,6 +1,6 @@
 """Reload a trained in-domain classifier with the data and split it was trained on.
 
-A classifier run folder (``python -m mdvq.run model=classifier ...``) holds ``summary.json``:
+A classifier run folder (``python -m mdvq.run experiment=classifier ...``) holds ``summary.json``:
 its ``config`` rebuilds the same datamodule (same data, same split: the rebuilt ``data_key``
 must match the run's), its ``checkpoints.best`` is the classifier. A bare ``.ckpt`` works
 too: inside a run folder (``<run>/checkpoints/x.ckpt``) it uses that run's config, otherwise
@@ -42,7 +42,7 @@ class ClassifierRun:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
-    """The project config with ``model=classifier`` and ``overrides``, resolved."""
+    """The project config with ``experiment=classifier`` and ``overrides``, resolved."""
     cfg = compose_config(["experiment=classifier", "paths.output_dir=.", *overrides])
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 

@@ -8,7 +8,7 @@ generated spectrograms, its penultimate features the Frechet distance between se
 fresh copy trained on generated data gives train-on-synthetic/test-on-real accuracy
 (:mod:`mdvq.evaluate`). Trains through the normal entry::
 
-    python -m mdvq.run model=classifier data=radar
+    python -m mdvq.run experiment=classifier data=radar
 """
 
 from __future__ import annotations
