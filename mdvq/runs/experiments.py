@@ -68,8 +68,8 @@ ROUTE_STAGES = (
 )
 #: the generation routes: (route, its prior stage, its autoencoder stage)
 ROUTES = (("kl", "latentdiffusion", "klvae"), ("vq", "vqdiffusion", "vqvae"))
-#: config keys that differ between identical runs (where they are written, when)
-_VOLATILE = ("paths", "hydra", "ckpt_path", "task_name")
+#: config keys that do not change what a stage trains (where it writes, what it logs, how)
+_VOLATILE = ("paths", "hydra", "ckpt_path", "task_name", "callbacks", "logger")
 
 
 class StageFailed(RuntimeError):
