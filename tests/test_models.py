@@ -492,7 +492,7 @@ def test_kl_term_is_the_gaussian_kl_per_image_element_weighted_by_kl_weight():
     m = KLVAEModule(**TINY, kl_weight=0.0).eval()
     x = ridges(3)
     with torch.no_grad():
-        recon, kl = m(x)
+        _, kl = m(x)
         moments = m.model.quant_conv(m.model.encoder(x))
         mu, logvar = moments.chunk(2, dim=1)
         logvar = logvar.clamp(-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamp
