@@ -268,8 +268,8 @@ def _stop_on_sigterm(get_trainer):
     """Install a SIGTERM handler that raises Lightning's SIGTERMException while no trainer is
     running (data generation, model building), so a run stopped then still writes its summary
     and exits 143. While fitting, Lightning's own handler (which calls this one too) only marks
-    the signal and stops the loop after the current batch. Returns the previous handler (None
-    when not in the main thread, where handlers cannot be set)."""
+    the signal and stops the loop after the current batch. Returns the previous handler
+    (`_NOT_INSTALLED` outside the main thread, where handlers cannot be set)."""
 
     def handler(signum, frame):
         trainer = get_trainer()
@@ -277,14 +277,16 @@ def _stop_on_sigterm(get_trainer):
             raise SIGTERMException()
 
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
-        return None
+        return _NOT_INSTALLED
+    return signal.SIG_DFL if previous is None else previous  # None: set outside Python
+
+
+_NOT_INSTALLED = object()
 
 
 def _restore_sigterm(previous) -> None:
-    if previous is not None:
-        try:
-            signal.signal(signal.SIGTERM, previous)
-        except ValueError:
-            pass
+    """Put back the SIGTERM handler `_stop_on_sigterm` replaced."""
+    if previous is not _NOT_INSTALLED:
+        signal.signal(signal.SIGTERM, previous)
