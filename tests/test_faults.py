@@ -213,3 +213,18 @@ def test_nan_message_does_not_promise_a_checkpoint(tmp_path, data_cache, monkeyp
     assert "no checkpoint was written" in caplog.text
     run = RunSummary.read(tmp_path / "run")
     assert run.status == "failed" and run.data["checkpoints"] == {"best": None, "last": None}
+
+
+def test_ctrl_c_exits_130_and_is_recorded(tmp_path, data_cache, monkeypatch):
+    from mdvq.models import VQVAEModule
+
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VQVAEModule, "training_step", interrupted)
+    with pytest.raises(SystemExit) as info:  # Lightning turns Ctrl-C inside fit into exit(1)
+        train(compose_cfg(tiny_overrides(tmp_path, data_cache=data_cache) + SHORT))
+    assert info.value.code == 130
+    run = RunSummary.read(tmp_path / "run")
+    assert run.status == "interrupted" and run.signal == "SIGINT"
+    assert run.data["error"].startswith("stopped by SIGINT at epoch 0, step 0")
