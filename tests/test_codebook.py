@@ -288,3 +288,48 @@ def test_ddp_ranks_hold_the_identical_codebook_after_every_step(name):
     unsynced = run_two_ranks(DDP_OPTIONS[name], sync=False)
     assert not all(unsynced[0][0])
 
+
+
+def _ema_data(rank: int, step: int) -> torch.Tensor:
+    """Rank `rank`'s batch at `step` (B=2, D=4, 4x4): different data on each rank."""
+    g = torch.Generator().manual_seed(1000 * rank + step)
+    return torch.randn(2, 4, 4, 4, generator=g) * (1 + rank) + step
+
+
+def _ema_worker(rank: int, port: int, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        q = CodebookQuantizer(4, 32, 0.25, CodebookOptions(ema_decay=0.9)).train()
+        for step in range(4):
+            q(_ema_data(rank, step))
+        out[rank] = {k: getattr(q, k).clone() for k in ("embed", "cluster_size", "embed_avg")}
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_ema_codebook_equals_one_process_on_the_pooled_batches():
+    """Two ranks each seeing half of every batch end with the EMA codebook (cluster sizes, sums
+    and codes) of one process seeing the whole batch: the EMA statistics are summed across
+    ranks before the update, not averaged or kept per rank."""
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_ema_worker, args=(_free_port(), out), nprocs=2, join=True)
+        ranks = dict(out)
+    torch.manual_seed(0)
+    pooled = CodebookQuantizer(4, 32, 0.25, CodebookOptions(ema_decay=0.9)).train()
+    start = pooled.embed.clone()
+    for step in range(4):
+        pooled(torch.cat([_ema_data(0, step), _ema_data(1, step)]))
+    for rank in (0, 1):
+        for key in ("embed", "cluster_size", "embed_avg"):
+            torch.testing.assert_close(ranks[rank][key], getattr(pooled, key), rtol=1e-5,
+                                       atol=1e-6, msg=f"rank {rank} {key}")
+    assert not torch.allclose(pooled.embed, start), "the codebook moved"
+    # the check can fail: one rank's half alone gives another codebook
+    torch.manual_seed(0)
+    half = CodebookQuantizer(4, 32, 0.25, CodebookOptions(ema_decay=0.9)).train()
+    for step in range(4):
+        half(_ema_data(0, step))
+    assert not torch.allclose(half.embed, pooled.embed, atol=1e-4)

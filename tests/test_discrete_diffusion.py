@@ -132,7 +132,12 @@ def test_stride_one_step_is_the_schedulers_step(diff):
     logits = diff.log_posterior(log_x0, x_t, torch.full((3,), t), torch.full((3,), t - 1))
     ours = gumbel_noised(logits, torch.Generator().manual_seed(5)).argmax(1)
     assert torch.equal(ours, ref)
-    assert n > t
+    # the posterior is a distribution over the K codes and the mask, and a masked token can
+    # only stay masked or be revealed: p(mask at t-1 | x_t unmasked) = 0
+    assert n > t and logits.shape == (3, k + 1, 30)
+    torch.testing.assert_close(logits.logsumexp(1), torch.zeros(3, 30), atol=1e-4, rtol=0)
+    assert (logits[:, k].exp()[x_t < k] < 1e-6).all()
+    assert (ours[x_t < k] < k).all() and (ours == k).sum() <= (x_t == k).sum()
 
 
 @pytest.mark.parametrize("steps", [12, 5, 1])
@@ -228,3 +233,46 @@ def test_guidance_formula():
     g = guided_log_x0(log_c, log_u, 2.0).exp()[0, :, 0]
     raw = torch.tensor([0.7**2 / 0.2, 0.2**2 / 0.4, 0.1**2 / 0.4])
     assert torch.allclose(g, raw / raw.sum(), atol=1e-6)
+
+
+def test_prior_loss_is_importance_weighted_with_adaptive_aux(tmp_path, monkeypatch):
+    """Once importance sampling is active, the prior's loss is mean(w (L_t + aux_w CE)) with
+    w = 1 / (T p_t) and aux_w = aux_weight (2 - t / T), and the logged vb is T mean(w L_t):
+    both unbiased estimates whatever p_t is. Hand-computed from fixed per-sample terms."""
+    from test_vqdiffusion import save_tiny_vq, tiny_prior
+
+    prior = tiny_prior(save_tiny_vq(tmp_path / "vq"), t_sampling="importance", aux_weight=0.5,
+                       adaptive_aux=True, label_drop_prob=0.0)
+    d, n = prior.diffusion, prior.diffusion.num_timesteps
+    lt2 = torch.arange(1.0, n + 1).double() ** 2  # E[L_t^2] = (t+1)^2: p_t ~ t+1 (t>0), p_0=p_1
+    d.lt_history.copy_(lt2)
+    d.lt_count.fill_(11)
+    weights = torch.sqrt(lt2) + 1e-4
+    weights[0] = weights[1]
+    p_all = weights / weights.sum()
+    bsz = 6
+    vb = torch.linspace(0.1, 0.6, bsz)
+    aux = torch.linspace(2.0, 1.0, bsz)
+    seen = {}
+
+    def fixed_terms(log_x0, x0, x_t, t):
+        seen["t"] = t.clone()
+        return {"vb": vb, "aux": aux, "masked_ce": aux, "masked_acc": torch.zeros(bsz)}
+
+    monkeypatch.setattr(d, "loss_terms", fixed_terms)
+    torch.manual_seed(3)
+    codes = torch.randint(0, 8, (bsz, 4, 4))
+    loss = prior.training_step((codes, torch.zeros(bsz, dtype=torch.long)), 0)
+    t = seen["t"]
+    w = 1.0 / (n * p_all[t].float())
+    aux_w = 0.5 * (2.0 - t.float() / n)
+    torch.testing.assert_close(loss, (w * (vb + aux_w * aux)).mean(), rtol=1e-5, atol=0)
+    assert not torch.allclose(w, torch.ones_like(w)), "the weights differ from uniform's 1"
+    values, _ = prior._terms(codes, torch.zeros(bsz, dtype=torch.long), t, w)
+    torch.testing.assert_close(values["vb"], n * (w * vb).mean(), rtol=1e-5, atol=0)
+    # the sampled L_t folded into the running E[L_t^2] (0.9 decay) of their time steps
+    once = [i for i in range(bsz) if (t == t[i]).sum() == 1]  # a repeated t is folded twice
+    assert once
+    for i in once:
+        assert d.lt_history[t[i]].item() == pytest.approx(
+            0.1 * vb[i].item() ** 2 + 0.9 * lt2[t[i]].item(), rel=1e-6)

@@ -228,16 +228,19 @@ def test_command_line_writes_metrics_with_tstr(classifier_dir, classifier_run, t
     samples = real_test_samples(classifier_run, tmp_path / "samples")
     out = tmp_path / "eval"
     args = [f"classifier={classifier_dir}", f"samples={samples}", f"out={out}",
-            "trainer.max_epochs=2", "seed=7"]
+            "trainer.max_epochs=20", "seed=7"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-m", "mdvq.evaluate", *args], cwd=ROOT, env=env, check=False,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "metrics.json").read_text())
     m = result["metrics"]
-    assert 0 <= m["tstr_acc"] <= 1 and m["tstr_trtr_ratio"] == pytest.approx(m["tstr_acc"] / m["trtr_acc"])
+    # the "samples" are the real test images with their labels: a classifier trained on them
+    # and tested on the same images (20 epochs) beats chance well
+    assert m["tstr_acc"] > m["chance_acc"] + 0.2, (m["tstr_acc"], m["chance_acc"])
+    assert m["tstr_trtr_ratio"] == pytest.approx(m["tstr_acc"] / m["trtr_acc"])
     assert result["tstr"]["train_count"] == len(np.load(samples / "labels.npy"))
-    assert result["tstr"]["epochs"] == 2 and (out / result["tstr"]["checkpoint"]).exists()
+    assert result["tstr"]["epochs"] == 20 and (out / result["tstr"]["checkpoint"]).exists()
     assert result["command"].startswith("python -m mdvq.evaluate classifier=")
     assert result["samples"]["dir"] == "../samples" and result["seed"] == 7  # relative paths
     md = (out / "metrics.md").read_text()

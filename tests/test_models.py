@@ -483,3 +483,26 @@ def test_short_training_lowers_loss_and_raises_psnr_kl():
     assert loss1 < 0.5 * loss0, (loss0, loss1)
     assert psnr1 > psnr0 + 4.0, (psnr0, psnr1)
     assert psnr1 > _mean_prediction_psnr() + 3.0, psnr1
+
+
+def test_kl_term_is_the_gaussian_kl_per_image_element_weighted_by_kl_weight():
+    """KL(N(mu, var) || N(0, I)) = 0.5 * sum(mu^2 + var - 1 - log var) over the latent, per image,
+    averaged over the batch and divided by C * F * T; the loss adds kl_weight times it."""
+    torch.manual_seed(0)
+    m = KLVAEModule(**TINY, kl_weight=0.0).eval()
+    x = ridges(3)
+    with torch.no_grad():
+        _, kl = m(x)
+        moments = m.model.quant_conv(m.model.encoder(x))
+        mu, logvar = moments.chunk(2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamp
+        per_image = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3))
+        expected = per_image.mean() / (1 * 32 * 32)
+        assert mu.shape == (3, 4, 8, 8)
+        torch.testing.assert_close(kl, expected, rtol=1e-5, atol=0)
+        assert kl > 0
+        batch = (x, torch.zeros(3, dtype=torch.long))
+        loss0 = m._step(batch, 0, "val")[2]  # (x, recon, loss)
+        m.hparams.kl_weight = 0.25
+        loss1 = m._step(batch, 0, "val")[2]
+    torch.testing.assert_close(loss1 - loss0, 0.25 * kl, rtol=1e-4, atol=1e-7)

@@ -398,3 +398,63 @@ def test_clutter_removed_in_place_activities_stand_out_of_the_clutter_band():
         _, _, mag_raw = stft_magnitude(raw.slow_time(i)[0], PRF, STFT)
         zero = np.abs(freqs) < 2
         assert (mag_raw[zero] ** 2).sum() > 3 * (mag[zero] ** 2).sum()
+
+
+# ---- values of the noise, clutter and non-human returns ------------------------------------
+@pytest.mark.parametrize("snr_db", [0.0, 20.0])
+def test_noise_is_circular_white_at_the_requested_snr(snr_db):
+    rng = np.random.default_rng(0)
+    signal = 3.0 * np.exp(2j * np.pi * 0.01 * np.arange(200_000))  # power 9
+    noise = sim.add_noise(signal, snr_db, rng) - signal
+    assert np.mean(np.abs(noise) ** 2) == pytest.approx(9.0 / 10 ** (snr_db / 10), rel=0.02)
+    assert np.var(noise.real) == pytest.approx(np.var(noise.imag), rel=0.03)  # circular
+    assert abs(np.mean(noise.real * noise.imag)) < 0.01 * np.var(noise.real)
+    lag1 = np.mean(noise[1:] * noise[:-1].conj()) / np.mean(np.abs(noise) ** 2)
+    assert abs(lag1) < 0.01  # white
+    # the reference power, not the signal's own, sets the level when given
+    noise = sim.add_noise(np.zeros(100_000, complex), 10.0, rng, reference_power=4.0)
+    assert np.mean(np.abs(noise) ** 2) == pytest.approx(0.4, rel=0.02)
+
+
+def test_clutter_is_static_at_the_drawn_clutter_to_signal_ratio():
+    """One clutter scatterer: a constant phasor whose power is clutter_db above the body's."""
+    common = {"classes": ["walking"], "num_per_class": 1, "num_subjects": 1,
+              "snr_db": (300.0, 300.0), "clutter_db": (3.0, 3.0)}
+    clean, _ = sim.simulate_example(sim.SimConfig(**common, num_clutter=0), 0)
+    cluttered, info = sim.simulate_example(sim.SimConfig(**common, num_clutter=1), 0)
+    clutter = cluttered - clean  # the noise is 300 dB down: the difference is the clutter
+    assert info["clutter_db"] == 3.0
+    assert np.std(clutter) < 1e-9 * np.abs(clutter).mean()  # static: one value, zero Doppler
+    ratio_db = 10 * np.log10(np.abs(clutter[0]) ** 2 / np.mean(np.abs(clean) ** 2))
+    assert ratio_db == pytest.approx(3.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_rotor_blade_tips_reach_the_drawn_tip_doppler(seed):
+    t = np.arange(3000) / PRF
+    draws = np.random.default_rng(seed)  # the draws of rotor_returns, in its order
+    draws.integers(2, 5), draws.uniform(0.6, 1.2)
+    tip_hz = draws.uniform(0.1, 0.22) * PRF
+    iq = sim.rotor_returns(t, np.random.default_rng(seed), LAM, PRF, 5.0, 1.0)
+    freqs, _, mag = stft_magnitude(iq, PRF, STFTConfig(nperseg=128, noverlap=96, nfft=256))
+    lit = (20 * np.log10(mag / mag.max() + 1e-12) > -25).any(axis=1)
+    extent = np.abs(freqs[lit]).max()
+    # the outer blade point is at 15/16 of the radius, the blade plane tilted from the LOS
+    assert 0.8 * tip_hz - BIN_HZ <= extent <= tip_hz + 2 * BIN_HZ
+    assert freqs[lit].min() < -0.5 * tip_hz and freqs[lit].max() > 0.5 * tip_hz  # both signs
+
+
+@pytest.mark.parametrize("aspect", [20.0, 160.0])
+def test_bird_body_line_follows_its_radial_velocity(aspect):
+    t = np.arange(3000) / PRF
+    draws = np.random.default_rng(0)
+    v, _, _, _, alt = (draws.uniform(*lim) for lim in [(2, 6), (3, 8), (30, 50), (0.15, 0.35),
+                                                        (2, 5)])
+    iq = sim.bird_returns(t, np.random.default_rng(0), LAM, 8.0, aspect, 1.0)
+    start = 8.0 + (v * t[-1] * math.cos(math.radians(aspect)) if aspect < 90 else 0.0)
+    body = sim.to_world(np.stack([v * t, 0 * t, alt + 0 * t], -1), (start, 0.0),
+                        math.pi + math.radians(aspect))
+    doppler = -2 / LAM * np.gradient(np.linalg.norm(body - [0, 0, 1.0], axis=-1), t)
+    times, ridge = ridge_hz(iq)
+    assert np.sign(np.median(ridge)) == (1 if aspect < 90 else -1)  # approaching: positive
+    assert np.median(np.abs(ridge - np.interp(times, t, doppler))) <= 1.5 * BIN_HZ

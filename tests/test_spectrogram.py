@@ -46,14 +46,22 @@ def test_nan_is_rejected():
 
 
 def test_compute_spectrogram_sums_over_range_bins_and_crops():
+    # two range bins holding different tones: +50 Hz at amplitude 1, -120 Hz at amplitude 0.5
     fs = 1000.0
     t = np.arange(1000) / fs
-    iq = np.stack([np.exp(2j * np.pi * 50 * t), np.exp(2j * np.pi * 50 * t)])
+    iq = np.stack([np.exp(2j * np.pi * 50 * t), 0.5 * np.exp(-2j * np.pi * 120 * t)])
     cfg = STFTConfig(nperseg=100, noverlap=50, nfft=200, max_doppler_hz=200.0)
     img, freqs, _ = compute_spectrogram(iq, fs, cfg, sum_axes=(0,))
     assert img.ndim == 2 and img.shape[0] == len(freqs)
     assert freqs.min() >= -200 and freqs.max() <= 200
-    assert img.max() == 1.0 and img.min() >= 0
+    # both bins show in the sum, each at its own Doppler, the second 6.02 dB (20 log10 2) lower
+    profile = img.mean(axis=1)
+    row = {f: int(np.argmin(np.abs(freqs - f))) for f in (50.0, -120.0)}
+    assert profile[row[50.0]] == pytest.approx(1.0, abs=1e-6)
+    assert profile[row[-120.0]] == pytest.approx(1 - 20 * np.log10(2) / 60, abs=1e-3)
+    # the sum is of magnitudes: it equals the per-bin STFT magnitudes added, then normalised
+    _, _, mag = stft_magnitude(iq, fs, cfg)
+    np.testing.assert_allclose(img, magnitude_to_unit(mag.sum(axis=0), 60.0), atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, key", [
@@ -81,4 +89,7 @@ def test_resize_keeps_range_and_shape():
     out = resize_spectrogram(x, (64, 64))
     assert out.shape == (5, 1, 64, 64) and out.min() >= 0 and out.max() <= 1
     assert abs(out.mean() - x.mean()) < 0.01  # area-weighted: the mean is preserved
-    assert resize_spectrogram(out, (64, 64)) is not None and resize_spectrogram(out, (64, 64)).shape == out.shape
+    np.testing.assert_array_equal(resize_spectrogram(out, (64, 64)), out)  # same size: unchanged
+    # a row-constant image (one Doppler profile over time) keeps its profile when T shrinks
+    rows = np.repeat(np.array([[0.2], [0.6], [1.0], [0.0]], np.float32), 8, axis=1)
+    np.testing.assert_allclose(resize_spectrogram(rows, (4, 3)), rows[:, :3], atol=1e-6)

@@ -75,6 +75,7 @@ def stack_examples(
     if not images:
         raise ValueError("no examples to stack")
     if image_size is not None:
+        _warn_odd_aspect(images, sources)
         return np.stack([resize_spectrogram(im, image_size) for im in images]).astype(np.float32)
     first = images[0].shape
     for im, src in zip(images, sources, strict=True):
@@ -85,6 +86,19 @@ def stack_examples(
                 "set image_size=(F, T) to resize every example to one size",
             )
     return np.stack(images).astype(np.float32)
+
+
+def _warn_odd_aspect(images: Sequence[np.ndarray], sources: Sequence[str]) -> None:
+    """Log a warning when examples differ in aspect ratio F/T (by > 1 %): resizing all to one
+    `image_size` then stretches them differently (a time or Doppler axis squeezed in some)."""
+    ratios = np.array([im.shape[-2] / im.shape[-1] for im in images])
+    common = np.median(ratios)
+    odd = np.flatnonzero(np.abs(ratios / common - 1) > 0.01)
+    if len(odd):
+        i = odd[0]
+        log.warning("%d of %d examples have another aspect ratio (F/T) than the common %.3f, "
+                    "e.g. %s of shape %s: resized to image_size they are stretched differently",
+                    len(odd), len(images), common, sources[i], tuple(images[i].shape[-2:]))
 
 
 def db_to_unit(db: np.ndarray, dynamic_range_db: float) -> np.ndarray:

@@ -165,6 +165,7 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
             data.labels, subjects, self.val_fraction, self.test_fraction, self.split_seed
         )
         self.class_names = list(data.class_names)
+        self.skipped_files = int(data.meta.get("n_skipped", 0))  # data.on_error=skip
         self.freqs_hz = resample_axis(data.freqs_hz, self.image_size[0])
         self.times_s = resample_axis(data.times_s, self.image_size[1])
         content = data.meta.get("cache_key") or _content_hash(data)
@@ -190,7 +191,8 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
     def describe(self) -> dict:
         """Plain-dict description for run summaries: key, classes, split sizes, image size."""
         return {"data_key": self.data_key, "class_names": self.class_names,
-                "split_counts": self.split_counts, "image_size": list(self.image_size)}
+                "split_counts": self.split_counts, "image_size": list(self.image_size),
+                "skipped_files": self.skipped_files}
 
 
 def _content_hash(data: SpectrogramSet) -> str:

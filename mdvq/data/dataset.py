@@ -108,7 +108,11 @@ class SpectrogramSet:
 
 
 def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Save arrays to `path` through a temporary file in the same folder and `os.replace`."""
+    """Save arrays to `path` through a temporary file in the same folder and `os.replace`.
+
+    The file gets the mode of a file created normally (0666 less the umask, e.g. 0644):
+    `mkstemp` creates 0600, which would make a cache shared on a cluster unreadable to others.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -117,10 +121,18 @@ def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> N
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def cache_key(params: dict) -> str:

@@ -92,7 +92,7 @@ def check_finite(
     culprit = ", ".join(bad) if bad else f"loss={float(total.detach()):g}"
     raise FloatingPointError(
         f"non-finite loss at {stage} step {step} (batch {batch_idx}): {culprit}; "
-        "the last good checkpoint is kept by the checkpoint callback"
+        "training stops (summary.json's `checkpoints` names any checkpoint saved before this step)"
     )
 
 

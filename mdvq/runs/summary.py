@@ -7,10 +7,11 @@ Every run of `python -m mdvq.run` (finished, failed or interrupted) leaves
                      "latentdiffusion", "classifier", ...): `RunSummary.model`
     status           running | finished | failed | interrupted
     error            the error text of a failed or interrupted run
-    signal           the signal that stopped an interrupted run (e.g. "SIGTERM"), when known
+    signal           the signal that stopped an interrupted run ("SIGTERM", "SIGINT"), else null
     metrics          final metrics {name: float}, e.g. "test/psnr" (dB)
     data_key         the data + split fingerprint (same key = same held-out split)
     data             what the data was (classes, sizes, axes)
+    skipped_files    data files skipped as unreadable (`data.on_error=skip`); 0 when none
     checkpoints      {"best": path, "last": path} relative to the run folder (absolute paths of
                      older summaries are read too)
     pretrained_dir   the exported diffusers folder, relative to the run folder
@@ -134,6 +135,16 @@ class RunSummary:
         """The final metrics (numbers only)."""
         metrics = self.data.get("metrics") or {}
         return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    @property
+    def signal(self) -> str | None:
+        """The signal that stopped an interrupted run ("SIGTERM", "SIGINT"), else None."""
+        return self.data.get("signal")
+
+    @property
+    def skipped_files(self) -> int:
+        """How many data files were skipped as unreadable (`data.on_error=skip`)."""
+        return int(self.data.get("skipped_files") or 0)
 
     @property
     def data_key(self) -> str | None:

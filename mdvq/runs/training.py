@@ -10,18 +10,24 @@ checkpoint, exports the model in diffusers' format and writes the run summary
 from __future__ import annotations
 
 import logging
+import signal
 import time
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mdvq.callbacks.csv_log import KeepCSVColumns
 from mdvq.callbacks.process_group import ReleaseProcessGroup
+from mdvq.data.errors import DataError
 from mdvq.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,10 @@ def train(cfg: DictConfig) -> dict:
 
     Every run leaves a `summary.json`, also one that fails while being built (a bad config):
     status `failed` or `interrupted` (Ctrl-C, SIGTERM) with the error, then the error is raised.
+    A run stopped by SIGTERM (a scheduler's time limit, SLURM preemption) records
+    `signal: "SIGTERM"` and the checkpoint to resume from, and raises Lightning's
+    `SIGTERMException` with exit status 143 (128 + 15), so a scheduler sees a failed job and can
+    requeue it; Ctrl-C likewise exits 130 (128 + 2). Checkpoints saved are at epoch ends.
     """
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
@@ -59,8 +69,12 @@ def train(cfg: DictConfig) -> dict:
     summary = RunSummary.new(out_dir, model_kind(cfg))
     summary.update(run_dir=str(out_dir.resolve()))
     metrics: dict[str, float] = {}
+    checkpoints = None
     datamodule = model = trainer = None
+    previous_handler = _stop_on_sigterm(lambda: trainer)
     try:
+        if cfg.get("ckpt_path") and str(cfg.ckpt_path) not in ("last", "hpc", "registry"):
+            check_checkpoint(cfg.ckpt_path, key="ckpt_path")
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build(cfg.data.datamodule)
         model = build(cfg.model)
@@ -68,33 +82,49 @@ def train(cfg: DictConfig) -> dict:
         # maps or latents) wraps the datamodule: `model.wrap_datamodule(dm) -> DataModule`.
         if callable(getattr(model, "wrap_datamodule", None)):
             datamodule = model.wrap_datamodule(datamodule)
-        callbacks = instantiate_collection(cfg.get("callbacks")) + [ReleaseProcessGroup()]
+        callbacks = instantiate_collection(cfg.get("callbacks")) + [KeepCSVColumns(),
+                                                                     ReleaseProcessGroup()]
         loggers = instantiate_collection(cfg.get("logger"))
         trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         for lg in loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update(_floats(trainer.callback_metrics))
+        # read before testing: `test(ckpt_path="best")` restores the checkpoint callback's state
+        # saved in the best file, whose `last_model_path` is empty when it is from epoch 0
+        checkpoints = _checkpoints(trainer)
         if cfg.get("test"):
-            ckpt = "best" if _best_checkpoint(trainer) else None
+            ckpt = "best" if checkpoints["best"] else None
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
             metrics.update(_floats(trainer.callback_metrics))
         summary.update(status="finished")
     except Exception as err:
+        checkpoints = checkpoints or _checkpoints(trainer)
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-        log.error("run failed: %s (checkpoints kept in %s)", err, out_dir / "checkpoints")
+        log.error("run failed: %s (%s)", err, _kept(checkpoints))
         raise
     except BaseException as err:  # Ctrl-C, SIGTERM (timeout, SLURM preemption)
-        summary.update(status="interrupted", error=f"{type(err).__name__}: {err}")
+        checkpoints = checkpoints or _checkpoints(trainer)
+        name = _signal_name(err)
+        summary.update(status="interrupted", signal=name,
+                       error=_interruption(err, name, trainer, checkpoints))
+        log.error("run %s", summary.data["error"])
+        if name == "SIGTERM":
+            raise SIGTERMException(128 + signal.SIGTERM) from err
+        if name == "SIGINT":
+            raise SystemExit(128 + signal.SIGINT) from err
         raise
     finally:
+        _restore_sigterm(previous_handler)
         has_data = getattr(datamodule, "data_key", None) and hasattr(datamodule, "describe")
+        checkpoints = checkpoints or _checkpoints(trainer)
+        described = datamodule.describe() if has_data else None
         summary.update(
             metrics=metrics,
             data_key=getattr(datamodule, "data_key", None),
-            data=datamodule.describe() if has_data else None,
-            checkpoints={"best": summary.relative(_best_checkpoint(trainer)),
-                         "last": summary.relative(_last_checkpoint(trainer))},
+            data=described,
+            skipped_files=(described or {}).get("skipped_files"),
+            checkpoints={k: summary.relative(v) for k, v in checkpoints.items()},
             wall_time_s=round(time.time() - started, 2),
             parameters=_trainable_parameters(model),
             finished_at=datetime.now(timezone.utc).isoformat(),
@@ -111,6 +141,39 @@ def _trainable_parameters(model) -> int | None:
     if model is None:
         return None
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def check_checkpoint(path: str | Path, key: str = "ckpt_path") -> Path:
+    """Check that `path` is a readable PyTorch checkpoint before Lightning loads it.
+
+    torch's own errors for a corrupt or truncated file name no file and suggest
+    `weights_only=False` (loading untrusted code); this raises FileNotFoundError or DataError
+    naming the config `key`, the file and what is wrong. Reads the whole file once (the zip
+    archive's CRC check). Returns the path.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{key}: no checkpoint at {path}")
+    if not path.is_file():
+        raise DataError(path, f"{key}: is a folder, not a checkpoint file (e.g. give "
+                        "<run folder>/checkpoints/last.ckpt)")
+    size = path.stat().st_size
+    if not zipfile.is_zipfile(path):
+        raise DataError(path, f"{key}: not a PyTorch checkpoint, or truncated ({size} bytes; "
+                        "torch.save writes a zip archive). Resume from another checkpoint, e.g. "
+                        "the run's checkpoints/last.ckpt or its best epoch_*.ckpt")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        raise DataError(path, f"{key}: corrupt checkpoint archive ({err})") from err
+    if bad is not None:
+        raise DataError(path, f"{key}: corrupt checkpoint: entry {bad!r} fails its CRC check "
+                        "(damaged while copied or written?)")
+    if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        raise DataError(path, f"{key}: a zip archive without data.pkl, not a torch.save file")
+    return path
 
 
 def model_kind(cfg: DictConfig) -> str:
@@ -152,12 +215,86 @@ def _floats(metrics) -> dict[str, float]:
     return out
 
 
+def _checkpoints(trainer) -> dict[str, str | None]:
+    """{"best": path, "last": path} of the trainer's checkpoint callback (existing files only)."""
+    return {"best": _best_checkpoint(trainer), "last": _last_checkpoint(trainer)}
+
+
 def _best_checkpoint(trainer) -> str | None:
     cb = getattr(trainer, "checkpoint_callback", None)
-    return (cb.best_model_path or None) if cb is not None else None
+    path = (cb.best_model_path or None) if cb is not None else None
+    return path if path and Path(path).is_file() else None
 
 
 def _last_checkpoint(trainer) -> str | None:
-    cb = getattr(trainer, "checkpoint_callback", None)
-    path = getattr(cb, "last_model_path", None) if cb is not None else None
-    return path or None
+    """The newest checkpoint written to resume from: a callback's `last_model_path`, the
+    latest file of a callback without a monitor (conf/callbacks/last_checkpoint.yaml), or a
+    `last.ckpt` in a callback's folder (a `ddp_spawn` worker sends none of these paths back to
+    the main process, only the best one)."""
+    found = []
+    for cb in getattr(trainer, "checkpoint_callbacks", None) or []:
+        found.append(getattr(cb, "last_model_path", None))
+        if getattr(cb, "monitor", "") is None:
+            found.append(getattr(cb, "best_model_path", None))
+        if getattr(cb, "dirpath", None):
+            found.append(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
+    existing = {Path(p) for p in found if p and Path(p).is_file()}
+    return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
+
+
+def _kept(checkpoints: dict) -> str:
+    """Where the run's checkpoints are, for a log line; says so when none was written."""
+    where = [f"{k}: {v}" for k, v in checkpoints.items() if v]
+    return "checkpoints kept: " + ", ".join(where) if where else "no checkpoint was written"
+
+
+def _signal_name(err: BaseException) -> str | None:
+    """"SIGTERM" for Lightning's SIGTERMException, "SIGINT" for Ctrl-C (Lightning turns a
+    KeyboardInterrupt inside fit into `SystemExit(1)`), else None."""
+    if isinstance(err, SIGTERMException):
+        return "SIGTERM"
+    if isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):
+        return "SIGINT"
+    return None
+
+
+def _interruption(err: BaseException, name: str | None, trainer, checkpoints: dict) -> str:
+    """The summary's error text of an interrupted run: the signal, where it stopped, and the
+    checkpoint to resume from."""
+    if name is None:
+        return f"{type(err).__name__}: {err}"
+    where = ""
+    if trainer is not None and trainer.state.status is not None:
+        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
+    last = checkpoints.get("last")
+    then = (f"resume with ckpt_path={last}" if last else
+            "no checkpoint was written yet (one is saved at the end of each epoch): run again")
+    return f"stopped by {name}{where}; {then}"
+
+
+def _stop_on_sigterm(get_trainer):
+    """Install a SIGTERM handler that raises Lightning's SIGTERMException while no trainer is
+    running (data generation, model building), so a run stopped then still writes its summary
+    and exits 143. While fitting, Lightning's own handler (which calls this one too) only marks
+    the signal and stops the loop after the current batch. Returns the previous handler
+    (`_NOT_INSTALLED` outside the main thread, where handlers cannot be set)."""
+
+    def handler(signum, frame):
+        trainer = get_trainer()
+        if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
+            raise SIGTERMException()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return _NOT_INSTALLED
+    return signal.SIG_DFL if previous is None else previous  # None: set outside Python
+
+
+_NOT_INSTALLED = object()
+
+
+def _restore_sigterm(previous) -> None:
+    """Put back the SIGTERM handler `_stop_on_sigterm` replaced."""
+    if previous is not _NOT_INSTALLED:
+        signal.signal(signal.SIGTERM, previous)
