@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mdvq.callbacks.process_group import ReleaseProcessGroup
 from mdvq.runs.summary import RunSummary
+from mdvq.utils.loggers import close_loggers
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def train(cfg: DictConfig) -> dict:
     summary.update(run_dir=str(out_dir.resolve()))
     metrics: dict[str, float] = {}
     datamodule = model = trainer = None
+    loggers: list = []
     try:
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build(cfg.data.datamodule)
@@ -102,6 +104,7 @@ def train(cfg: DictConfig) -> dict:
         if summary.finished and cfg.get("export") and hasattr(model, "export_pretrained"):
             summary.update(pretrained_dir=summary.relative(_export(model, out_dir / "pretrained")))
         _write_summary(summary)
+        close_loggers(loggers, failed=not summary.finished)  # one W&B run per run, not per process
     return summary.data
 
 

@@ -20,7 +20,8 @@ from typing import Any
 @dataclass(frozen=True)
 class Arg:
     """One argument: `name`, its `kind` (str | int | float | bool | list: comma-separated
-    strings), its `default` (`REQUIRED` for a mandatory key) and a `help` line."""
+    strings), its `default` (`REQUIRED` for a mandatory key) and a `help` line. A last
+    positional argument of kind list takes every remaining positional (one or more)."""
 
     name: str
     kind: type = str
@@ -41,7 +42,8 @@ class HelpRequested(Exception):
 
 def usage(prog: str, positional: Sequence[Arg], options: Sequence[Arg], doc: str = "") -> str:
     """The usage text: the synopsis, then one line per argument with its default."""
-    synopsis = " ".join([f"python -m {prog}", *(a.name.upper() for a in positional),
+    synopsis = " ".join([f"python -m {prog}",
+                         *(a.name.upper() + ("..." if a.kind is list else "") for a in positional),
                          *(f"{a.name}=..." if a.default is REQUIRED else f"[{a.name}=...]"
                            for a in options)])
     lines = [f"usage: {synopsis}"] + ([doc.strip()] if doc else [])
@@ -90,8 +92,13 @@ def parse(argv: Sequence[str], prog: str, positional: Sequence[Arg], options: Se
         else:
             raise UsageError(f"unknown argument {key!r}; accepted: "
                              f"{', '.join([*by_name, *(p + '*' for p in passthrough)])}\n{text}")
-    if len(given_positional) != len(positional):
-        raise UsageError(f"expected {len(positional)} positional argument(s) "
+    variadic = bool(positional) and positional[-1].kind is list  # the last takes 1 or more
+    if variadic and len(given_positional) >= len(positional):
+        fixed = len(positional) - 1
+        given_positional = [*given_positional[:fixed], given_positional[fixed:]]
+    elif len(given_positional) != len(positional):
+        at_least = "at least " if variadic else ""
+        raise UsageError(f"expected {at_least}{len(positional)} positional argument(s) "
                          f"({' '.join(a.name.upper() for a in positional) or 'none'}), got "
                          f"{given_positional}\n{text}")
     values.update({a.name: v for a, v in zip(positional, given_positional)})
