@@ -43,8 +43,10 @@ def wandb_records(run_file: Path):
 
 def read_offline_run(run_file: Path) -> dict:
     """What a dashboard would show of an offline run: its last `run` record (name, group,
-    job_type, tags), history keys, the final summary {key: value} and the exit code."""
-    out = {"run": None, "history": set(), "summary": {}, "exit_code": None}
+    job_type, tags), history keys, the final summary {key: value} (nested keys of media and
+    tables joined with "/", e.g. "val/spectrograms/_type"), the artifacts' files and the exit
+    code."""
+    out = {"run": None, "history": set(), "summary": {}, "exit_code": None, "artifacts": {}}
     for record in wandb_records(run_file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -54,9 +56,24 @@ def read_offline_run(run_file: Path) -> dict:
         elif kind == "summary":
             for item in record.summary.update:
                 out["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        elif kind == "artifact":  # e.g. a table's media: {type: [paths in the artifact]}
+            out["artifacts"][record.artifact.type] = [e.path for e in
+                                                      record.artifact.manifest.contents]
         elif kind == "exit":
             out["exit_code"] = record.exit.exit_code
     return out
+
+
+def read_finished_run(folder: Path, timeout_s: float = 60) -> dict:
+    """`read_offline_run` of the run file in `folder` once its exit record is written (W&B's
+    service writes the file asynchronously, slowly under load)."""
+    deadline = time.time() + timeout_s
+    while True:
+        files = list(folder.glob("run-*.wandb"))
+        info = read_offline_run(files[0]) if files else {"exit_code": None}
+        if info["exit_code"] is not None or time.time() > deadline:
+            return info
+        time.sleep(0.5)
 
 
 def test_swept_keys_and_job_names():
@@ -94,11 +111,7 @@ def test_multirun_jobs_are_separate_grouped_named_wandb_runs(tmp_path):
     for job, k in (("0", 8), ("1", 16)):
         folders = list((sweep / job / "wandb").glob("offline-run-*"))
         assert len(folders) == 1, f"job {job}: one W&B run of its own, got {folders}"
-        (run_file,) = folders[0].glob("run-*.wandb")
-        deadline = time.time() + 60  # W&B's service may still be flushing under load
-        while (info := read_offline_run(run_file))["exit_code"] is None and time.time() < deadline:
-            time.sleep(1)
-        runs[job] = info
+        info = runs[job] = read_finished_run(folders[0])
         assert info["exit_code"] == 0, f"job {job}'s run was finished by the job itself"
         run = info["run"]
         assert run.display_name == f"K={k}"
@@ -113,10 +126,10 @@ def test_multirun_jobs_are_separate_grouped_named_wandb_runs(tmp_path):
         for key in ("test/psnr", "test/codebook_usage", "test/perplexity"):
             assert isinstance(summary[key], (int, float)), key
         # media: reconstruction grid and code-use figure (images), code counts (a histogram)
-        assert summary["val/spectrograms"]["_type"] == "image-file"
-        assert summary["val/code_use"]["_type"] == "image-file"
-        assert summary["val/code_counts"]["_type"] == "histogram"
-        assert len(summary["val/code_counts"]["values"]) == k, "one bin per code"
+        assert summary["val/spectrograms/_type"] == "image-file"
+        assert summary["val/code_use/_type"] == "image-file"
+        assert summary["val/code_counts/_type"] == "histogram"
+        assert len(summary["val/code_counts/values"]) == k, "one bin per code"
         assert list(folders[0].glob("files/media/images/val/spectrograms_*.png"))
         assert {"epoch", "train/loss", "val/psnr", "test/psnr"} <= info["history"]
     assert runs["0"]["run"].run_id != runs["1"]["run"].run_id
@@ -134,5 +147,68 @@ def test_wandb_logger_without_a_sweep_is_named_by_the_task(tmp_path, monkeypatch
     assert "group" not in logger._wandb_init
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_epoch_line_without_a_terminal():
+    from mdvq.callbacks.progress import EpochLines, epoch_line
+
+    line = epoch_line(3, 8, {"train/loss": 0.12345, "val/psnr": 21.5}, elapsed_s=90.0)
+    # 30 s per epoch, 5 epochs left
+    assert line == ("epoch 3/8 | train/loss 0.1235 | val/psnr 21.5 | elapsed 0:01:30 | "
+                    "remaining 0:02:30")
+    # a resumed run timed 2 of its 3 epochs: 45 s each
+    assert epoch_line(3, 4, {}, 90.0, epochs_timed=2).endswith("remaining 0:00:45")
+    assert epoch_line(2, -1, {}, 5.0) == "epoch 2 | elapsed 0:00:05"  # no max_epochs
+    with pytest.raises(ValueError, match="callbacks.epoch_lines.when"):
+        EpochLines(when="sometimes")
+
+
+def test_decision_and_samples_tables_offline(tmp_path, monkeypatch):
+    import math
+
+    import numpy as np
+    import torch
+
+    from mdvq.evaluation.decision import decide
+    from mdvq.runs.samples import SampleSet
+    from mdvq.utils.loggers import log_evaluation, log_review_run, wandb_rows_table
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    decision = decide(24.5, 0.9, 21.5, psnr_margin=0.1, usage_threshold=0.8).to_dict()
+    folder = log_review_run(tmp_path / "phase1", "decision", "evaluation",
+                            {"decision": wandb_rows_table([decision])}, {"continue_vq": 1},
+                            offline=True)
+    info = read_finished_run(folder)
+    assert info["run"].job_type == "evaluation" and info["run"].display_name == "decision"
+    assert info["summary"]["continue_vq"] == 1
+    assert info["summary"]["decision/_type"] == "table-file"
+    (table_file,) = folder.glob("files/media/table/decision_*.table.json")
+    table = json.loads(table_file.read_text())
+    row = dict(zip(table["columns"], table["data"][0]))
+    assert row["verdict"] == "vqvae" and math.isclose(row["psnr_required"], 23.65)
+
+    class Judge(torch.nn.Module):  # always class 0 with logits (2, 0): confidence e^2/(e^2+1)
+        def forward(self, x):
+            assert x.min() >= -1 and x.max() <= 1, "model space [-1, 1]"
+            return torch.tensor([2.0, 0.0]).expand(len(x), 2)
+
+    rng = np.random.default_rng(0)
+    samples = SampleSet(images=rng.uniform(0, 1, (4, 1, 8, 8)).astype(np.float32),
+                        labels=np.array([0, 1, 0, 1]), meta={"class_names": ["walking", "falling"]},
+                        directory=tmp_path / "samples")
+    result = {"metrics": {"conditional_accuracy": 0.5, "tstr_acc": None}}
+    folder = log_evaluation(Judge(), samples, result, tmp_path / "eval", offline=True)
+    info = read_finished_run(folder)
+    assert info["run"].job_type == "evaluation"
+    assert info["summary"]["conditional_accuracy"] == 0.5 and "tstr_acc" not in info["summary"]
+    (table_file,) = folder.glob("files/media/table/samples_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["image", "asked", "classified", "confidence", "correct"]
+    rows = [dict(zip(table["columns"], r)) for r in table["data"]]
+    assert [r["asked"] for r in rows] == ["walking", "falling", "walking", "falling"]
+    assert all(r["classified"] == "walking" for r in rows)
+    assert all(math.isclose(r["confidence"], math.exp(2) / (math.exp(2) + 1), rel_tol=1e-6)
+               for r in rows)
+    assert [r["correct"] for r in rows] == [True, False, True, False]
+    # the pictures travel in the table's artifact (W&B stages its files under WANDB_DATA_DIR)
+    files = info["artifacts"]["run_table"]
+    assert "samples.table.json" in files
+    assert len([f for f in files if f.startswith("media/images/") and f.endswith(".png")]) == 4

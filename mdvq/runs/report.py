@@ -316,10 +316,10 @@ def build_report(folders: Sequence[str | os.PathLike], title: str = "mdvq report
     runs = found["runs"]
     labels = {r.run_dir: _label(r.run_dir, roots) for r in runs}
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-             f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p>{len(runs)} runs from {html.escape(', '.join(str(r) for r in roots))}; "
-             f"made {created}.</p>"]
+    head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>")
+    sources = html.escape(", ".join(str(r) for r in roots))
+    parts = [head, f"<p>{len(runs)} runs from {sources}; made {created}.</p>"]
     if runs:
         parts.append("<h2>Runs compared</h2>" + runs_table(runs, labels))
     if found["decisions"]:

@@ -34,6 +34,15 @@ def wandb_account_configured() -> bool:
         return False
 
 
+def wandb_offline(offline: bool | None = None) -> bool:
+    """Whether W&B runs offline: `offline` when given, else `WANDB_MODE` (offline/dryrun: yes,
+    online: no), else offline unless an account is configured."""
+    if offline is not None:
+        return bool(offline)
+    mode = os.environ.get("WANDB_MODE")
+    return mode in ("offline", "dryrun") or (mode != "online" and not wandb_account_configured())
+
+
 def short_key(key: str) -> str:
     """`model.num_vq_embeddings` -> `K`, `model/codebook` -> `codebook`, else the last part."""
     key = key.lstrip("+~")
@@ -183,9 +192,7 @@ def wandb_logger(project: str = "mdvq", save_dir: str = ".", offline: bool | Non
     prior, classifier) and the tag `model:<kind>` is added to `tags`.
     Extra keyword arguments go to `WandbLogger` (entity, log_model, ...).
     """
-    mode = os.environ.get("WANDB_MODE")
-    if offline is None:
-        offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_account_configured())
+    offline = wandb_offline(offline)
     if offline:
         log.info("W&B runs offline (no account configured): files in %s/wandb", save_dir)
         kwargs["log_model"] = False  # artifacts cannot be uploaded offline
@@ -198,3 +205,92 @@ def wandb_logger(project: str = "mdvq", save_dir: str = ".", offline: bool | Non
                   job_type=job_type or JOB_TYPES.get(kind or ""), tags=tags or None)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return _review_logger_class()(project=project, save_dir=str(save_dir), offline=offline, **kwargs)
+
+
+# ---- tables at the end of a stage (decision, routes, generated samples) -------------------------
+def wandb_rows_table(rows: list[dict]):
+    """A `wandb.Table` of dict rows (the decision, the routes table): the columns are the union
+    of the rows' keys in first-seen order; lists and dicts become JSON text."""
+    import json
+
+    import wandb
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(value):
+        return json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+
+    return wandb.Table(columns=columns, data=[[cell(r.get(c)) for c in columns] for r in rows])
+
+
+def wandb_samples_table(images, asked, predicted, confidence, class_names):
+    """A `wandb.Table` of generated samples: `image` (positive Doppler up), `asked` (the class
+    asked for), `classified` (the in-domain classifier's top-1 class), `confidence` (its
+    probability, [0,1]) and `correct`.
+
+    images `(N, 1, F, T)` in [0,1] (rows in ascending Doppler); asked, predicted `(N,)` class
+    indices into `class_names`; confidence `(N,)`.
+    """
+    import numpy as np
+    import wandb
+
+    from mdvq.data.spectrogram import to_image_rows
+
+    images = np.asarray(images)
+    if images.ndim != 4 or not (len(images) == len(asked) == len(predicted) == len(confidence)):
+        raise ValueError(f"samples table: images (N, 1, F, T) and N labels, predictions and "
+                         f"confidences expected, got {images.shape}, {len(asked)}, "
+                         f"{len(predicted)}, {len(confidence)}")
+    table = wandb.Table(columns=["image", "asked", "classified", "confidence", "correct"])
+    for img, a, p, c in zip(images, asked, predicted, confidence):
+        pixels = np.round(to_image_rows(img[0]) * 255).astype(np.uint8)
+        table.add_data(wandb.Image(pixels), class_names[int(a)], class_names[int(p)], float(c),
+                       int(a) == int(p))
+    return table
+
+
+def log_review_run(save_dir: str | os.PathLike, name: str, job_type: str, tables: dict,
+                   summary: dict | None = None, group: str | None = None, project: str = "mdvq",
+                   offline: bool | None = None) -> Path:
+    """One short W&B run holding `tables` ({key: wandb.Table}) and `summary` ({key: number}),
+    e.g. the phase-1 decision (job_type "evaluation") or an evaluation's samples; finished
+    before returning. Offline as `wandb_logger`; files under `<save_dir>/wandb/`. Returns the
+    run's folder."""
+    import wandb
+
+    offline = wandb_offline(offline)
+    finish_open_wandb_run()
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=project, name=name, job_type=job_type, group=group,
+                     dir=str(save_dir), mode="offline" if offline else "online")
+    try:
+        run.log(dict(tables))
+        if summary:
+            run.summary.update({k: v for k, v in summary.items() if v is not None})
+    finally:
+        run.finish()
+    return Path(run.dir).parent
+
+
+def log_evaluation(model, samples, result: dict, out_dir: str | os.PathLike,
+                   batch_size: int = 256, device: str = "cpu", offline: bool | None = None) -> Path:
+    """The W&B run of a generation evaluation (job_type "evaluation"): the metrics of
+    `result` (from `mdvq.evaluation.generation.evaluate_generation`) as its summary and a table
+    of the `samples` (a SampleSet) with the classifier `model`'s class and confidence
+    (softmax probability of its top class). Returns the run's folder."""
+    import numpy as np
+    import torch
+
+    model = model.eval().to(device)
+    probs = []
+    with torch.no_grad():
+        for start in range(0, len(samples.images), batch_size):
+            x = torch.from_numpy(samples.images[start:start + batch_size]).to(device) * 2 - 1
+            probs.append(torch.softmax(model(x).float(), dim=-1).cpu().numpy())
+    probs = np.concatenate(probs)
+    table = wandb_samples_table(samples.images, samples.labels, probs.argmax(1), probs.max(1),
+                                samples.class_names)
+    metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    return log_review_run(out_dir, name=f"evaluation {Path(samples.directory).name}",
+                          job_type="evaluation", tables={"samples": table}, summary=metrics,
+                          offline=offline)
