@@ -126,8 +126,9 @@ def test_multirun_jobs_are_separate_grouped_named_wandb_runs(tmp_path):
         for key in ("test/psnr", "test/codebook_usage", "test/perplexity"):
             assert isinstance(summary[key], (int, float)), key
         # media: reconstruction grid and code-use figure (images), code counts (a histogram)
-        assert summary["val/spectrograms/_type"] == "image-file"
-        assert summary["val/code_use/_type"] == "image-file"
+        # a list of one picture each (Lightning's log_image), W&B type "images/separated"
+        for key in ("val/spectrograms", "val/code_use"):
+            assert summary[f"{key}/_type"] == "images/separated" and summary[f"{key}/count"] == 1
         assert summary["val/code_counts/_type"] == "histogram"
         assert len(summary["val/code_counts/values"]) == k, "one bin per code"
         assert list(folders[0].glob("files/media/images/val/spectrograms_*.png"))
