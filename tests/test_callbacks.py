@@ -348,6 +348,8 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
         "codebook_monitor",
         "spectrogram_grid",
         "lr_monitor",
+        "epoch_lines",
+        "wandb_review",
     }
     ckpt = built["model_checkpoint"]
     assert (ckpt.monitor, ckpt.mode, ckpt.save_last) == ("val/psnr", "max", True)

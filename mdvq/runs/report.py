@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: config keys shown per run (dotted paths into the resolved config), with their labels.
 HIGHLIGHTS = [("model.num_vq_embeddings", "K"), ("model.commitment_cost", "commitment"),
               ("model.codebook.name", "codebook"), ("model.latent_channels", "latent channels"),
-              ("model.learning_rate", "learning rate"), ("model.lr", "learning rate"),
+              ("model.optimizer.lr", "learning rate"), ("model.num_layers", "prior layers"),
               ("trainer.max_epochs", "max epochs"), ("data.datamodule.batch_size", "batch size"),
               ("data.image_size", "image size (F, T)"), ("seed", "seed")]
 #: metrics plotted as learning curves when logged (PSNR in dB, usage a fraction of K).
