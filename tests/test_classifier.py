@@ -59,7 +59,7 @@ def test_yaml_matches_constructor_defaults():
 
 def test_experiment_selects_classifier_callbacks(tmp_path):
     cfg = compose_cfg(["experiment=classifier", f"paths.output_dir={tmp_path}"])
-    assert set(cfg.callbacks) == {"model_checkpoint", "lr_monitor"}
+    assert set(cfg.callbacks) == {"model_checkpoint", "lr_monitor", "epoch_lines", "wandb_review"}
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc"
     assert cfg.callbacks.model_checkpoint.mode == "max"
     # the command line still wins, and other models keep the phase-1 callbacks
