@@ -29,6 +29,8 @@ OPTIONS = [
     cli.Arg("floor_repeats", int, 5, "random train subsets the FD floor is averaged over"),
     cli.Arg("batch_size", int, 256, "images per forward pass for predictions and features"),
     cli.Arg("device", str, "cpu", "cpu | cuda for predictions and features"),
+    cli.Arg("wandb", bool, False, "also log a W&B run: the metrics and a table of the samples "
+            "with the classifier's class and confidence (offline unless an account)"),
 ]
 PASSTHROUGH = ("trainer.", "data", "data.", "paths.")
 
@@ -60,6 +62,11 @@ def main(argv: list[str]) -> dict:
         floor_repeats=options["floor_repeats"],
         command=" ".join(["python -m mdvq.evaluate", *map(shlex.quote, argv)]),
     )
+    if options["wandb"]:
+        from mdvq.utils.loggers import log_evaluation
+
+        log_evaluation(run.model, samples, result, options["out"], options["batch_size"],
+                       options["device"])
     print(format_markdown(result))
     print(f"wrote {options['out']}/metrics.json and metrics.md")
     return result

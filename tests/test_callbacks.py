@@ -15,6 +15,7 @@ Under 2-process DDP rank 0 sees items 0 and 2 (codes {0, 1}) and rank 1 items 1 
 """
 
 import json
+import logging
 import math
 from pathlib import Path
 from unittest.mock import MagicMock
@@ -365,6 +366,8 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
         "spectrogram_grid",
         "lr_monitor",
         "training_budget",
+        "epoch_lines",
+        "wandb_review",
     }
     assert built["training_budget"].min_steps == 500
     ckpt = built["model_checkpoint"]

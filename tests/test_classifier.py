@@ -61,8 +61,8 @@ def test_yaml_matches_constructor_defaults():
 
 def test_experiment_selects_classifier_callbacks(tmp_path):
     cfg = compose_cfg(["experiment=classifier", f"paths.output_dir={tmp_path}"])
-    assert set(cfg.callbacks) == {"model_checkpoint", "lr_monitor", "early_stopping",
-                                  "training_budget"}
+    assert set(cfg.callbacks) == {"model_checkpoint", "last_checkpoint", "lr_monitor", "early_stopping",
+                                  "training_budget", "epoch_lines", "wandb_review"}
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc"
     assert cfg.callbacks.model_checkpoint.mode == "max"
     assert cfg.callbacks.early_stopping.monitor == "val/loss"

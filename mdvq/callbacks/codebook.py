@@ -17,6 +17,7 @@ from mdvq.callbacks.reporting import (
     save_and_log_figure,
     stage_label,
 )
+from mdvq.callbacks.wandb_review import log_wandb_histogram
 from mdvq.evaluation.metrics import (
     CodeCounts,
     DeadCodeTracker,
@@ -226,6 +227,7 @@ class CodebookMonitor(Callback):
             fig = code_use_figure(counts.cpu().numpy(), title)
             path = figure_path(self._dir, "codebook", stage, epoch)
             save_and_log_figure(trainer, fig, f"{stage}/code_use", path)
+            log_wandb_histogram(trainer, f"{stage}/code_counts", counts.cpu().numpy())
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._report("val", trainer, pl_module)

@@ -216,3 +216,21 @@ def write_decision(decision: Decision, path: str | os.PathLike) -> Path:
                                             path.parent.resolve())).as_posix()
     path.write_text(json.dumps(out, indent=2) + "\n")
     return path
+
+
+def read_decision(path: str | os.PathLike) -> dict:
+    """A `decision.json` (a file, or a folder holding one) as written by `write_decision`: the
+    dict of `Decision.to_dict()`. Raises ValueError naming the file when it is missing, not
+    JSON, or lacks the verdict and figures."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / DECISION_NAME
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: unreadable decision ({err})") from None
+    missing = [k for k in ("verdict", "psnr_vq", "psnr_kl", "usage_vq")
+               if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError(f"{path}: not a decision (missing {', '.join(missing)})")
+    return data

@@ -53,6 +53,12 @@ def phase1(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                            psnr_margin=cfg.decision.psnr_margin,
                            usage_threshold=cfg.decision.usage_threshold)
     write_decision(decision, out_dir / "decision.json")
+    if "wandb" in (cfg.get("logger") or {}):  # the decision as a W&B table beside the stages
+        from mdvq.utils.loggers import log_review_run, wandb_rows_table
+
+        log_review_run(out_dir, "decision", "evaluation",
+                       {"decision": wandb_rows_table([decision.to_dict()])},
+                       {"continue_vq": int(decision.continue_vq)})
     log.info("phase 1 %s", format_decision(decision))
     return {**runs, "decision": decision.to_dict()}
 

@@ -29,6 +29,7 @@ from mdvq.callbacks.csv_log import KeepCSVColumns
 from mdvq.callbacks.process_group import ReleaseProcessGroup
 from mdvq.data.errors import DataError
 from mdvq.runs.summary import RunSummary
+from mdvq.utils.loggers import close_loggers
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def train(cfg: DictConfig) -> dict:
     checkpoints = None
     datamodule = model = trainer = None
     previous_handler = _stop_on_sigterm(lambda: trainer)
+    loggers: list = []
     try:
         if cfg.get("ckpt_path") and str(cfg.ckpt_path) not in ("last", "hpc", "registry"):
             check_checkpoint(cfg.ckpt_path, key="ckpt_path")
@@ -133,6 +135,7 @@ def train(cfg: DictConfig) -> dict:
         if summary.finished and cfg.get("export") and hasattr(model, "export_pretrained"):
             summary.update(pretrained_dir=summary.relative(_export(model, out_dir / "pretrained")))
         _write_summary(summary)
+        close_loggers(loggers, failed=not summary.finished)  # one W&B run per run, not per process
     return summary.data
 
 

@@ -1,0 +1,356 @@
+"""A self-contained HTML report of run, experiment and sweep folders (no W&B, no network).
+
+The library behind ``python -m mdvq.report RUN_OR_SWEEP_DIR... out=report.html``: every run
+folder (a `summary.json`, read with `RunSummary`) found below the given folders gets a section
+with its config highlights, final metrics, learning curves (from the Lightning CSV log), the
+latest reconstruction / sample grids and the codebook-usage figure; then the tables across
+runs: the runs compared (`mdvq.runs.sweeps`), every phase-1 decision (`decision.json`), every
+routes table (`routes.json` rows), every generation evaluation (`metrics.json`) and every
+samples folder's grid. Pictures are embedded as base64 PNGs, so the one file can be mailed,
+attached to an issue or opened offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mdvq.data.errors import DataError
+from mdvq.runs.summary import RunSummary, find_runs
+
+log = logging.getLogger(__name__)
+
+#: config keys shown per run (dotted paths into the resolved config), with their labels.
+HIGHLIGHTS = [("model.num_vq_embeddings", "K"), ("model.commitment_cost", "commitment"),
+              ("model.codebook.name", "codebook"), ("model.latent_channels", "latent channels"),
+              ("model.optimizer.lr", "learning rate"), ("model.num_layers", "prior layers"),
+              ("trainer.max_epochs", "max epochs"), ("data.datamodule.batch_size", "batch size"),
+              ("data.image_size", "image size (F, T)"), ("seed", "seed")]
+#: metrics plotted as learning curves when logged (PSNR in dB, usage a fraction of K).
+CURVES = [("loss", ["train/loss_epoch", "train/loss", "val/loss"]),
+          ("PSNR [dB]", ["val/psnr"]),
+          ("codebook usage (fraction of K)", ["val/codebook_usage"]),
+          ("variational bound [nats/token]", ["val/vb"]),
+          ("accuracy", ["val/acc"])]
+#: figure kinds of `figures/` shown per run, newest validation epoch and the test figure.
+FIGURES = [("spectrograms", "reconstructions"), ("samples", "samples"),
+           ("codebook", "codebook usage")]
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:3px 8px;
+font-size:13px;text-align:left}th{background:#eee}img{max-width:100%;border:1px solid #ddd}
+section.run{border-top:2px solid #888;margin-top:2em}figure{display:inline-block;margin:.5em}
+figcaption{font-size:12px;color:#555}.bad{color:#a00}.good{color:#070}code{font-size:12px}
+"""
+
+
+# ---- small pieces ------------------------------------------------------------------------------
+def png_data_uri(data: bytes) -> str:
+    """`data:image/png;base64,...` of PNG bytes (checked by their signature)."""
+    if not data.startswith(b"\x89PNG"):
+        raise ValueError("not a PNG (missing the PNG signature)")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def img_tag(png: bytes, alt: str, caption: str | None = None) -> str:
+    """An `<img>` holding `png` inline, in a `<figure>` with a caption."""
+    tag = f'<img src="{png_data_uri(png)}" alt="{html.escape(alt)}">'
+    return f"<figure>{tag}<figcaption>{html.escape(caption or alt)}</figcaption></figure>"
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A table cell: numbers to `digits` significant digits, None blank, the rest as text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v, digits) for v in value)
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], css: str = "") -> str:
+    """An HTML table; cells are escaped text (numbers via `fmt`)."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def dotted(config: dict, key: str):
+    """The value at a dotted `key` of a nested dict, else None."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def read_metrics_csv(run: RunSummary) -> dict[str, list[tuple[float, float]]]:
+    """The epoch-level curves of a run's Lightning CSV log(s) (`csv/version_*/metrics.csv`,
+    versions in order, so a resumed run continues): {metric: [(epoch, value), ...]}."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    versions = sorted((run.run_dir / "csv").glob("version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("_")[-1]) if
+                      p.parent.name.split("_")[-1].isdigit() else 0)
+    for path in versions:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                epoch = row.get("epoch")
+                if not epoch:
+                    continue
+                for key, value in row.items():
+                    if key in ("epoch", "step") or value in ("", None):
+                        continue
+                    try:
+                        curves.setdefault(key, []).append((float(epoch), float(value)))
+                    except ValueError:
+                        raise DataError(path, f"column {key!r}: {value!r} is not a number") from None
+    return curves
+
+
+def curves_png(curves: dict[str, list[tuple[float, float]]], title: str) -> bytes | None:
+    """One panel per `CURVES` entry logged, value against epoch; PNG bytes, or None."""
+    panels = [(label, [k for k in keys if k in curves]) for label, keys in CURVES]
+    panels = [(label, keys) for label, keys in panels if keys]
+    if not panels:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.6 * len(panels), 2.8), layout="constrained")
+    for ax, (label, keys) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        for key in keys:
+            by_epoch: dict[float, list[float]] = {}
+            for epoch, value in curves[key]:
+                by_epoch.setdefault(epoch, []).append(value)
+            xs = sorted(by_epoch)
+            ax.plot(xs, [sum(by_epoch[x]) / len(by_epoch[x]) for x in xs], marker="o", ms=3,
+                    label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+def latest_figures(run: RunSummary) -> list[tuple[Path, str]]:
+    """(PNG, caption) of a run's figures: per kind the last validation epoch and the test one."""
+    out = []
+    folder = run.run_dir / "figures"
+    for kind, label in FIGURES:
+        vals = sorted(folder.glob(f"{kind}_val_epoch*.png"))
+        if vals:
+            out.append((vals[-1], f"{label}, {vals[-1].stem.rsplit('_', 1)[-1]} (validation)"))
+        test = folder / f"{kind}_test.png"
+        if test.is_file():
+            out.append((test, f"{label}, test"))
+    return out
+
+
+# ---- what the folders hold -----------------------------------------------------------------
+def discover(folders: Sequence[str | os.PathLike]) -> dict:
+    """Everything reportable below `folders`: runs (RunSummary), decision.json, routes.json,
+    metrics.json (generation evaluations) and samples folders (meta.json + samples.npy).
+    A folder that does not exist raises FileNotFoundError naming it."""
+    roots = [Path(f) for f in folders]
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"not a folder: {root}")
+
+    def below(name: str) -> list[Path]:
+        return sorted({p.resolve() for root in roots for p in root.rglob(name)})
+
+    runs = {r.run_dir.resolve(): r for r in find_runs(roots)}
+    return {
+        "runs": sorted(runs.values(), key=lambda r: str(r.run_dir)),
+        "decisions": below("decision.json"),
+        "routes": below("routes.json"),
+        "evaluations": [p for p in below("metrics.json") if (p.parent / "metrics.md").is_file()],
+        "samples": [p.parent for p in below("meta.json") if (p.parent / "samples.npy").is_file()],
+    }
+
+
+def _label(path: Path, roots: Sequence[Path]) -> str:
+    for root in roots:
+        try:
+            return (Path(root.name) / path.resolve().relative_to(root.resolve())).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
+def run_section(run: RunSummary, label: str) -> str:
+    """The HTML section of one run."""
+    status = run.status
+    css = "good" if run.finished else "bad"
+    parts = [f'<section class="run"><h2>{html.escape(label)}</h2>',
+             f'<p>model <b>{html.escape(str(run.model))}</b>, status '
+             f'<b class="{css}">{html.escape(status)}</b>, data '
+             f'<code>{html.escape(str(run.data_key))}</code>'
+             + (f", wall time {fmt(run.data.get('wall_time_s'))} s" if run.data.get("wall_time_s")
+                else "") + "</p>"]
+    if run.data.get("error"):
+        parts.append(f'<p class="bad">error: {html.escape(str(run.data["error"]))}</p>')
+    config = run.config
+    seen, highlights = set(), []
+    for key, name in HIGHLIGHTS:
+        value = dotted(config, key)
+        if value is not None and name not in seen:
+            seen.add(name)
+            highlights.append((name, value, key))
+    if highlights:
+        parts.append("<h3>Config highlights</h3>" + table(["setting", "value", "config key"],
+                                                         highlights, "config"))
+    metrics = run.metrics
+    final = sorted(k for k in metrics if k.startswith(("test/", "val/")))
+    if final:
+        parts.append("<h3>Final metrics</h3>" + table(["metric", "value"],
+                                                     [(k, metrics[k]) for k in final], "metrics"))
+    try:
+        png = curves_png(read_metrics_csv(run), f"{label}: learning curves")
+    except DataError as err:
+        log.warning("%s", err)
+        png = None
+    if png:
+        parts.append("<h3>Learning curves</h3>" + img_tag(png, f"{label} learning curves"))
+    figures = latest_figures(run)
+    if figures:
+        parts.append("<h3>Figures</h3>" + "".join(img_tag(p.read_bytes(), f"{label} {c}", c)
+                                                  for p, c in figures))
+    return "\n".join(parts) + "</section>"
+
+
+def runs_table(runs: Sequence[RunSummary], labels: dict) -> str:
+    """One row per run: model, status, the main test metrics and the data key."""
+    keys = ["test/psnr", "test/ssim", "test/codebook_usage", "test/perplexity", "test/vb",
+            "test/acc"]
+    keys = [k for k in keys if any(k in r.metrics for r in runs)]
+    rows = [(labels[r.run_dir], r.model, r.status, *(r.metrics.get(k) for k in keys), r.data_key)
+            for r in runs]
+    return table(["run", "model", "status", *keys, "data key"], rows, "runs")
+
+
+def decision_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
+    """One row per `decision.json`: verdict, PSNR (dB) of both routes, the PSNR to beat, usage."""
+    from mdvq.evaluation.decision import read_decision
+
+    rows = []
+    for path in paths:
+        try:
+            d = read_decision(path)
+        except ValueError as err:
+            log.warning("%s", err)
+            continue
+        rows.append((_label(path.parent, roots), d["verdict"], d.get("psnr_vq"), d.get("psnr_kl"),
+                     d.get("psnr_required"), d.get("usage_vq"), d.get("usage_threshold"),
+                     "; ".join(d.get("reasons") or [])))
+    return table(["experiment", "verdict", "PSNR VQ [dB]", "PSNR KL [dB]", "PSNR to beat [dB]",
+                  "usage VQ", "usage threshold", "reasons"], rows, "decisions")
+
+
+def routes_table(path: Path, label: str) -> str:
+    """The `rows` of a `routes.json` as a table (columns: the union of the rows' keys)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(path, f"unreadable routes table ({err})") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise DataError(path, "routes.json must hold {'rows': [ {route, ...}, ... ]}")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return (f"<h3>{html.escape(label)}</h3>"
+            + table(columns, [[r.get(c) for c in columns] for r in rows], "routes"))
+
+
+def evaluation_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
+    """One row per generation evaluation (`metrics.json` of `mdvq.evaluate`)."""
+    keys = ["conditional_accuracy", "chance_acc", "fd_samples_test", "fd_train_test_floor",
+            "fd_ratio_to_floor", "tstr_acc", "trtr_acc", "tstr_trtr_ratio"]
+    rows = []
+    for path in paths:
+        try:
+            metrics = json.loads(path.read_text()).get("metrics") or {}
+        except (OSError, json.JSONDecodeError, AttributeError) as err:
+            log.warning("%s: unreadable generation metrics (%s)", path, err)
+            continue
+        rows.append((_label(path.parent, roots), *(metrics.get(k) for k in keys)))
+    return table(["evaluation", *keys], rows, "evaluations")
+
+
+def samples_section(directory: Path, label: str) -> str:
+    """A samples folder: its grid (one row per class) and the sampler settings."""
+    from mdvq.runs.samples import load_samples
+
+    samples = load_samples(directory)
+    settings = [(k, samples.meta.get(k)) for k in ("steps", "guidance", "seed", "prior_kind")
+                if k in samples.meta]
+    parts = [f"<h3>{html.escape(label)}</h3>",
+             f"<p>{len(samples)} samples of {len(samples.class_names)} classes</p>",
+             table(["setting", "value"], settings, "samples")]
+    grid = directory / "grid.png"
+    if grid.is_file():
+        parts.append(img_tag(grid.read_bytes(), f"{label} samples", "samples, one row per class"))
+    return "".join(parts)
+
+
+# ---- the page ----------------------------------------------------------------------------------
+def build_report(folders: Sequence[str | os.PathLike], title: str = "mdvq report") -> str:
+    """The HTML page of everything below `folders` (see the module docstring)."""
+    roots = [Path(f) for f in folders]
+    found = discover(roots)
+    runs = found["runs"]
+    labels = {r.run_dir: _label(r.run_dir, roots) for r in runs}
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>")
+    sources = html.escape(", ".join(str(r) for r in roots))
+    parts = [head, f"<p>{len(runs)} runs from {sources}; made {created}.</p>"]
+    if runs:
+        parts.append("<h2>Runs compared</h2>" + runs_table(runs, labels))
+    if found["decisions"]:
+        parts.append("<h2>Phase-1 decisions</h2>" + decision_table(found["decisions"], roots))
+    if found["routes"]:
+        parts.append("<h2>Routes</h2>")
+        for path in found["routes"]:
+            try:
+                parts.append(routes_table(path, _label(path.parent, roots)))
+            except DataError as err:
+                log.warning("%s", err)
+    if found["evaluations"]:
+        parts.append("<h2>Generation metrics</h2>" + evaluation_table(found["evaluations"], roots))
+    if found["samples"]:
+        parts.append("<h2>Samples</h2>")
+        for directory in found["samples"]:
+            try:
+                parts.append(samples_section(directory, _label(directory, roots)))
+            except (ValueError, FileNotFoundError) as err:
+                log.warning("%s", err)
+    parts += [run_section(r, labels[r.run_dir]) for r in runs]
+    if not runs and not any(found[k] for k in ("decisions", "routes", "evaluations", "samples")):
+        parts.append("<p class='bad'>Nothing to report: no summary.json, decision.json, "
+                     "routes.json, metrics.json or samples folder below these folders.</p>")
+    return "\n".join(parts) + "</body></html>\n"
+
+
+def write_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike,
+                 title: str = "mdvq report") -> Path:
+    """Write `build_report(folders)` to `out` (UTF-8); returns the path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build_report(folders, title), encoding="utf-8")
+    return out

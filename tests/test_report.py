@@ -1,0 +1,145 @@
+"""`python -m mdvq.report`: one self-contained HTML page of runs, decisions and routes, checked
+as text and rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+from matplotlib.figure import Figure
+
+from mdvq.evaluation.decision import decide, write_decision
+from mdvq.report import main as report_main
+from mdvq.runs.report import build_report, read_metrics_csv
+from mdvq.runs.summary import RunSummary
+from mdvq.utils.cli import UsageError
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def png(path: Path, colour: str) -> Path:
+    fig = Figure(figsize=(2, 1.5))
+    fig.add_subplot().imshow([[0, 1], [1, 0]], cmap=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def fake_run(folder: Path, model: str, psnr: list[float], usage: float | None = None) -> Path:
+    """A run folder as `mdvq.run` leaves it: summary.json, the CSV log (one val row per epoch,
+    PSNR in dB), figures/."""
+    metrics = {"test/psnr": psnr[-1] - 0.5, "val/psnr": psnr[-1]}
+    if usage is not None:
+        metrics["test/codebook_usage"] = usage
+    config = {"model": {"num_vq_embeddings": 64, "commitment_cost": 0.25} if usage else
+              {"latent_channels": 4}, "trainer": {"max_epochs": len(psnr)}, "seed": 7}
+    RunSummary.new(folder, model).update(status="finished", metrics=metrics, config=config,
+                                         data_key="radar-abc-16x16-split1").write()
+    log = folder / "csv" / "version_0" / "metrics.csv"
+    log.parent.mkdir(parents=True)
+    lines = ["epoch,step,train/loss,val/psnr"]
+    lines += [f"{e},{10 * e + 9},,{p}" for e, p in enumerate(psnr)]
+    lines += [f"{e},{10 * e + 5},{1.0 / (e + 1)}," for e in range(len(psnr))]
+    log.write_text("\n".join(lines) + "\n")
+    png(folder / "figures" / "spectrograms_val_epoch0000.png", "gray")
+    png(folder / "figures" / "spectrograms_val_epoch0001.png", "viridis")
+    png(folder / "figures" / "spectrograms_test.png", "magma")
+    if usage is not None:
+        png(folder / "figures" / "codebook_test.png", "plasma")
+    return folder
+
+
+@pytest.fixture
+def experiment(tmp_path) -> Path:
+    """A phase-1 folder (klvae/, vqvae/, decision.json) and a routes.json."""
+    out = tmp_path / "phase1"
+    fake_run(out / "klvae", "klvae", [20.0, 22.0])
+    fake_run(out / "vqvae", "vqvae", [21.0, 25.0], usage=0.9)
+    write_decision(decide(24.5, 0.9, 21.5, psnr_margin=0.1, usage_threshold=0.8), out)
+    (out / "routes.json").write_text(json.dumps({"rows": [
+        {"route": "vq+vqdiffusion", "test/psnr": 24.5, "cond_acc": 0.71},
+        {"route": "kl+ldm", "test/psnr": 21.5, "fd_ratio": 3.2}]}))
+    return out
+
+
+def test_learning_curves_come_from_the_csv_log(experiment):
+    curves = read_metrics_csv(RunSummary.read(experiment / "vqvae"))
+    assert curves["val/psnr"] == [(0.0, 21.0), (1.0, 25.0)]
+    assert curves["train/loss"] == [(0.0, 1.0), (1.0, 0.5)]
+
+
+def test_report_holds_runs_decision_routes_and_embedded_pictures(experiment, tmp_path):
+    page = build_report([experiment])
+    assert "http://" not in page and "https://" not in page, "nothing loaded from the network"
+    # per run: highlights, metrics, learning curves, the newest val grid and the test figures
+    for text in ("phase1/klvae", "phase1/vqvae", "model.num_vq_embeddings", "commitment",
+                 "Learning curves", "epoch0001 (validation)", "codebook usage, test"):
+        assert text in page, text
+    assert "epoch0000" not in page, "only the newest validation grid"
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 2 * 3 + 1, "2 x (curves, val grid, test grid) + codebook"
+    # decision: 24.5 dB > 1.1 x 21.5 dB = 23.65 dB and usage 0.9 > 0.8: continue the VQ route
+    assert re.search(r"<td>phase1</td><td>vqvae</td><td>24.5</td><td>21.5</td><td>23.65</td>",
+                     page), "the decision row"
+    # routes: the union of the rows' columns, blanks where a route lacks one
+    assert "<th>route</th><th>test/psnr</th><th>cond_acc</th><th>fd_ratio</th>" in page
+    assert "<td>kl+ldm</td><td>21.5</td><td></td><td>3.2</td>" in page
+
+
+def test_report_command_takes_several_folders(experiment, tmp_path):
+    other = fake_run(tmp_path / "more" / "run", "vqvae", [18.0], usage=0.5)
+    out = report_main([str(experiment), str(other.parent), f"out={tmp_path / 'r.html'}",
+                       "title=two folders"])
+    page = out.read_text()
+    assert "<title>two folders</title>" in page and "3 runs from" in page and "more/run" in page
+    with pytest.raises(UsageError, match="at least 1 positional"):
+        report_main([])
+    with pytest.raises(UsageError, match="unknown argument 'outfile'"):
+        report_main([str(experiment), "outfile=x.html"])
+    proc = run_cli(["mdvq.report", str(tmp_path / "nowhere"), f"out={tmp_path / 'x.html'}"])
+    assert proc.returncode == 2 and "not a folder" in proc.stderr and "nowhere" in proc.stderr
+
+
+def test_report_renders_in_headless_chromium(experiment, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    page = tmp_path / "report.html"
+    page.write_text(build_report([experiment]))
+    common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+              "--window-size=1300,1800"]
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run([*common, f"--screenshot={shot}", page.as_uri()], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=ROOT)
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("L")
+    assert pixels.size == (1300, 1800)
+    low, high = pixels.getextrema()
+    assert high - low > 100, "the screenshot is blank"
+    # the DOM after loading: every table and every embedded image decoded (naturalWidth > 0)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute('data-images', imgs.length + '/' + ok);
+  document.body.setAttribute('data-tables', document.querySelectorAll('table').length);
+});</script></body>"""))
+    proc = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    images = re.search(r'data-images="(\d+)/(\d+)"', proc.stdout)
+    tables = re.search(r'data-tables="(\d+)"', proc.stdout)
+    assert images and tables, proc.stdout[:2000]
+    assert images.group(1) == images.group(2) == "7", "every embedded PNG decoded"
+    # runs compared, decisions, routes, and per run: config highlights + final metrics
+    assert int(tables.group(1)) == 3 + 2 * 2
