@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from mdvq.data.arrays import resample_axis
 from mdvq.data.dataset import SpectrogramSet, cache_key
 from mdvq.data.spectrogram import resize_spectrogram
-from mdvq.data.splits import split_indices
+from mdvq.data.splits import SPLIT_VERSION, split_indices
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         self.times_s = resample_axis(data.times_s, self.image_size[1])
         content = data.meta.get("cache_key") or _content_hash(data)
         split = cache_key({"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed,
-                           "subject_disjoint": subjects is not None})
+                           "subject_disjoint": subjects is not None, "version": SPLIT_VERSION})
         self.data_key = f"{content}-{self.image_size[0]}x{self.image_size[1]}-split{split}"
         x = torch.from_numpy(images).mul_(2.0).sub_(1.0)
         y = torch.from_numpy(data.labels)

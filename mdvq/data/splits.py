@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+#: version of the split algorithm, part of every data key: a change of how examples are assigned
+#: to train/val/test (v2: every class first gets one group in every split) changes the key, so
+#: caches, decisions and comparisons never mix splits made by different versions
+SPLIT_VERSION = 2
+
 
 def split_indices(
     labels: np.ndarray,

@@ -166,10 +166,12 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     stages: dict[str, dict] = {}
     for name, choice in ROUTE_STAGES:
         extra = list(choice) + list(settings.stage_overrides.get(name) or [])
-        if name == "latentdiffusion":
-            extra.append(f"model.autoencoder={out_dir / 'klvae'}")
-        if name == "vqdiffusion":
-            extra.append(f"model.vqvae={out_dir / 'vqvae'}")
+        if name in ("latentdiffusion", "vqdiffusion"):  # the prior of the autoencoder above
+            autoencoder = "autoencoder" if name == "latentdiffusion" else "vqvae"
+            source = "klvae" if name == "latentdiffusion" else "vqvae"
+            classes = (stages[source].get("data") or {}).get("class_names") or []
+            extra[:0] = [f"model.{autoencoder}={out_dir / source}",
+                         f"model.num_classes={len(classes)}"]
         stages[name] = train_stage(name, common + extra, out_dir / name)
         if name == "vqvae":
             decision = decide_runs(out_dir / "vqvae", out_dir / "klvae",
