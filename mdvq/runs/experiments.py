@@ -98,20 +98,30 @@ def _resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def _data_key(cfg: DictConfig) -> str | None:
+    """The data key (data + split) the config's datamodule gives (loads the cached data)."""
+    from mdvq.runs.training import build
+
+    datamodule = build(cfg.data.datamodule)
+    datamodule.setup("fit")
+    return datamodule.data_key
+
+
 def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
-    """Train one stage into `out_dir` unless a finished run of the same config (fingerprint,
-    hence the same data and split) is already there; returns its summary (with `reused`)."""
+    """Train one stage into `out_dir` unless a finished run of the same config (fingerprint) and
+    the same data key (data and split) is already there; returns its summary (with `reused`)."""
     from mdvq.runs.summary import RunSummary
 
     cfg = compose_config(overrides + [f"paths.output_dir={out_dir}", "task=fit"])
     wanted = config_fingerprint(_resolved(cfg))
     if RunSummary.exists(out_dir):
         done = RunSummary.read(out_dir)
-        if done.finished and config_fingerprint(done.config) == wanted:
+        if (done.finished and config_fingerprint(done.config) == wanted
+                and done.data_key == _data_key(cfg)):
             log.info("routes: stage %s reused (%s)", name, out_dir)
             return {**done.data, "reused": True}
-        log.info("routes: stage %s in %s is %s or of another config: training it again",
-                 name, out_dir, done.status)
+        log.info("routes: stage %s in %s is %s, or of another config or data key: training it "
+                 "again", name, out_dir, done.status)
     try:
         return {**train(cfg), "reused": False}
     except Exception as err:
