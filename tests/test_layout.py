@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -100,9 +101,15 @@ def test_plain_install_runs_from_another_folder(tmp_path):
     site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     Path(site, "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    source = tmp_path / "source"  # build from a copy: setuptools writes build/ into the tree
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("mdvq", "conf"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet",
-         "--target", site, "--no-compile", str(ROOT)],
+         "--target", site, "--no-compile", str(source)],
         capture_output=True, text=True, timeout=300, check=False)
     assert build.returncode == 0, build.stderr[-3000:]
     installed = Path(site) / "mdvq"

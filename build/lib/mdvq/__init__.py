@@ -1,1 +1,0 @@
-"""mdvq: generative modelling of radar micro-Doppler spectrograms."""

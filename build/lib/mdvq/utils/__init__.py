@@ -1,1 +1,0 @@
-"""Small shared helpers: plotting with physical axes, loggers, command-line parsing."""
