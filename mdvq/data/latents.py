@@ -16,19 +16,15 @@ is `Var(mean) + E[std^2]` (exact, no sampling noise), else `Var(mean)`. Stable D
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import zipfile
-from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mdvq.data.datamodule import SPLITS, SplitLoaders
-from mdvq.data.dataset import atomic_save_npz, cache_key
+from mdvq.data.datamodule import SPLITS
+from mdvq.data.encoded import EncodedDataModule
 from mdvq.models.frozen_klvae import FrozenKLVAE
 
 log = logging.getLogger(__name__)
@@ -62,7 +58,7 @@ class PosteriorLatents(Dataset):
         return FrozenKLVAE.scale(z, self.scaling_factor, self.shift_factor), self.labels[i]
 
 
-class LatentDataModule(SplitLoaders, L.LightningDataModule):
+class LatentDataModule(EncodedDataModule):
     """Scaled KL-VAE latents of a spectrogram datamodule's splits, same labels, split and axes.
 
     Args:
@@ -88,6 +84,11 @@ class LatentDataModule(SplitLoaders, L.LightningDataModule):
     `split_counts`.
     """
 
+    cache_prefix = "latents"
+    cache_version = LATENT_CACHE_VERSION
+    array_kinds = ("mean", "std", "labels")
+    encoder_name = "klvae"
+
     def __init__(
         self,
         datamodule,
@@ -104,97 +105,33 @@ class LatentDataModule(SplitLoaders, L.LightningDataModule):
         num_workers: int = 0,
         shuffle_seed: int | None = None,
     ) -> None:
-        super().__init__()
-        self.spectrograms = datamodule
+        super().__init__(datamodule, autoencoder, cache_dir, batch_size, eval_batch_size,
+                         encode_batch_size, device, num_workers, shuffle_seed)
         self.autoencoder = autoencoder
-        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.sample_posterior = bool(sample_posterior)
         if scaling_factor is not None and not float(scaling_factor) > 0:
             raise ValueError(f"model.scaling_factor must be positive or null, got {scaling_factor}")
         self.fixed_scaling = None if scaling_factor is None else float(scaling_factor)
         self.fixed_shift = None if shift_factor is None else float(shift_factor)
         self.use_shift = bool(use_shift)
-        self.batch_size = int(batch_size or datamodule.batch_size)
-        self.eval_batch_size = int(eval_batch_size or getattr(datamodule, "eval_batch_size", None)
-                                   or self.batch_size)
-        if encode_batch_size < 1:
-            raise ValueError(f"model.encode_batch_size must be positive, got {encode_batch_size}")
-        self.encode_batch_size = int(encode_batch_size)
-        self.device = device
-        self.num_workers = int(num_workers)
-        self.shuffle_seed = shuffle_seed if shuffle_seed is not None else getattr(
-            datamodule, "shuffle_seed", None)
-        self.datasets: dict[str, PosteriorLatents] = {}
-        self.split_counts: dict[str, int] = {}
         self.latent_shape: tuple[int, int, int] | None = None
-        self.latent_key: str | None = None
         self.scaling_factor: float | None = None
         self.shift_factor: float | None = None
 
-    # ----------------------------------------------------------------------------- attributes
     @property
-    def class_names(self) -> list[str]:
-        """Class names of the wrapped data."""
-        return list(self.spectrograms.class_names)
+    def latent_key(self) -> str | None:
+        """The latent cache's key (KL-VAE fingerprint, data key, format version)."""
+        return self.cache_key
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.class_names)
+    def _encode_split(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mean, std = self.autoencoder.encode_posterior(x)
+        return {"mean": mean, "std": std}
 
-    @property
-    def freqs_hz(self):
-        """Doppler axis (Hz) of the images the latents decode to, or None."""
-        return self.spectrograms.freqs_hz
+    def _empty(self, kind: str, image_size) -> np.ndarray:
+        return np.zeros((0, *self.autoencoder.latent_shape(image_size)), dtype=np.float32)
 
-    @property
-    def times_s(self):
-        """Time axis (s) of the images the latents decode to, or None."""
-        return self.spectrograms.times_s
-
-    @property
-    def data_key(self) -> str | None:
-        """The spectrogram data's key (data, image size, split)."""
-        return self.spectrograms.data_key
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """`(F, T)` of the spectrograms."""
-        return tuple(self.spectrograms.image_size)
-
-    # ----------------------------------------------------------------------------- building
-    def _key(self) -> str:
-        return cache_key({"klvae": self.autoencoder.fingerprint,
-                          "data": self.spectrograms.data_key, "version": LATENT_CACHE_VERSION})
-
-    def cache_path(self) -> Path | None:
-        """`<cache_dir>/latents-<key>.npz` (after the wrapped datamodule's `setup`), or None."""
-        return None if self.cache_dir is None else self.cache_dir / f"latents-{self._key()}.npz"
-
-    def prepare_data(self) -> None:
-        """Build the spectrogram cache and the latent cache once (rank zero only)."""
-        self.spectrograms.prepare_data()
-        if self.cache_dir is not None:
-            self.spectrograms.setup("fit")
-            path = self.cache_path()
-            if _read_cache(path) is None:
-                self._save(path, self._encode_all())
-
-    def setup(self, stage: str | None = None) -> None:
-        """Load (or encode and cache) the posteriors of every split and measure the scale
-        (idempotent)."""
-        if self.datasets:
-            return
-        self.spectrograms.setup(stage)
-        self.latent_key = self._key()
-        path = self.cache_path()
-        arrays = _read_cache(path) if path is not None else None
-        if arrays is None:
-            arrays = self._encode_all()
-            if path is not None:
-                self._save(path, arrays)
-        else:
-            log.info("loaded cached latents from %s", path)
+    def _build(self, arrays: dict[str, np.ndarray]) -> None:
+        """Measure the scale on the training posteriors, then the per-split datasets."""
         tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
         self.scaling_factor, self.shift_factor = self._measure_scale(
             tensors["mean_train"].double(), tensors["std_train"].double())
@@ -203,7 +140,6 @@ class LatentDataModule(SplitLoaders, L.LightningDataModule):
                 tensors[f"mean_{split}"].float(), tensors[f"std_{split}"].float(),
                 tensors[f"labels_{split}"].long(), self.scaling_factor, self.shift_factor,
                 self.sample_posterior, fixed_noise=split != "train")
-        self.split_counts = {k: len(v) for k, v in self.datasets.items()}
         self.latent_shape = tuple(int(s) for s in arrays["mean_train"].shape[1:4])
 
     def _measure_scale(self, mean: torch.Tensor, std: torch.Tensor) -> tuple[float, float]:
@@ -228,62 +164,8 @@ class LatentDataModule(SplitLoaders, L.LightningDataModule):
                  "shift_factor %.5g (std %.4g, mean %.4g)", len(mean), scale, shift, var**0.5, mu)
         return scale, shift
 
-    def _encode_all(self) -> dict[str, np.ndarray]:
-        """Encode every split; returns the arrays of the cache file."""
-        device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
-                              else ("cpu" if self.device == "auto" else self.device))
-        home = next(self.autoencoder.parameters()).device
-        ae = self.autoencoder.to(device)
-        out: dict[str, np.ndarray] = {}
-        for split in SPLITS:
-            x, y = self.spectrograms.datasets[split].tensors
-            means, stds = [], []
-            for i in range(0, len(x), self.encode_batch_size):
-                m, s = ae.encode_posterior(x[i:i + self.encode_batch_size].to(device))
-                means.append(m.cpu())
-                stds.append(s.cpu())
-            shape = (0, *self.autoencoder.latent_shape(x.shape[-2:]))
-            out[f"mean_{split}"] = (torch.cat(means).numpy() if means
-                                    else np.zeros(shape, dtype=np.float32))
-            out[f"std_{split}"] = (torch.cat(stds).numpy() if stds
-                                   else np.zeros(shape, dtype=np.float32))
-            out[f"labels_{split}"] = y.numpy().astype(np.int64)
-        self.autoencoder.to(home)
-        n = sum(len(out[f"labels_{s}"]) for s in SPLITS)
-        log.info("encoded %d spectrograms to latents %s", n, out["mean_train"].shape[1:])
-        return out
-
-    def _save(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
-        meta = {"klvae": self.autoencoder.fingerprint, "klvae_source": self.autoencoder.source,
-                "data_key": self.spectrograms.data_key, "class_names": self.class_names}
-        atomic_save_npz(path, {**arrays, "meta": np.asarray(json.dumps(meta)),
-                               "version": np.asarray(LATENT_CACHE_VERSION)})
-        log.info("cached latents at %s", path)
-
-    # ----------------------------------------------------------------------------- loaders
     def describe(self) -> dict:
         """Plain-dict description for run summaries: the spectrogram data's plus the latents'."""
-        out = dict(self.spectrograms.describe())
-        out.update({"latent_key": self.latent_key, "latent_shape": list(self.latent_shape or ()),
-                    "scaling_factor": self.scaling_factor, "shift_factor": self.shift_factor,
-                    "sample_posterior": self.sample_posterior,
-                    "klvae": self.autoencoder.fingerprint, "klvae_source": self.autoencoder.source})
-        return out
-
-
-def _read_cache(path: Path | None) -> dict[str, np.ndarray] | None:
-    """The arrays of a latent cache file, or None when missing or unreadable (then rebuilt)."""
-    if path is None or not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if int(z["version"]) != LATENT_CACHE_VERSION:
-                raise ValueError(f"format {int(z['version'])}, expected {LATENT_CACHE_VERSION}")
-            missing = [f"{kind}_{s}" for s in SPLITS for kind in ("mean", "std", "labels")
-                       if f"{kind}_{s}" not in z.files]
-            if missing:
-                raise ValueError(f"missing arrays {missing}")
-            return {k: z[k] for k in z.files if k.startswith(("mean_", "std_", "labels_"))}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        log.warning("rebuilding latent cache %s: unreadable (%s)", path, err)
-        return None
+        return {**super().describe(), "latent_shape": list(self.latent_shape or ()),
+                "scaling_factor": self.scaling_factor, "shift_factor": self.shift_factor,
+                "sample_posterior": self.sample_posterior}
