@@ -470,7 +470,7 @@ class LatentDiffusionModule(LightningModule):
         if per_class < 1 or not self.trainer.is_global_zero:
             return
         from mdvq.callbacks.reporting import figure_path, resolve_output_dir, save_and_log_figure
-        from mdvq.sample import sample_grid_figure
+        from mdvq.utils.plotting import sample_grid_figure
 
         labels = torch.arange(self.num_classes).repeat_interleave(per_class)
         generator = torch.Generator(device=self.device).manual_seed(0)
