@@ -24,7 +24,6 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel, compute_snr
@@ -33,6 +32,7 @@ from lightning.pytorch import LightningModule
 from mdvq.models.config_checks import as_tuple
 from mdvq.models.frozen_klvae import FrozenKLVAE, klvae_config, load_frozen_klvae
 from mdvq.models.losses import check_finite, configure_optimization
+from mdvq.models.prior import ConditionalPrior, data_info
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ EXPORT_META = "prior.json"
 """Name of the metadata file of an exported prior."""
 
 
-class LatentDiffusionModule(LightningModule):
+class LatentDiffusionModule(ConditionalPrior, LightningModule):
     """Train a class-conditional latent diffusion prior on ``(z (B, c, h, w), labels (B,))``.
 
     Args:
@@ -99,6 +99,8 @@ class LatentDiffusionModule(LightningModule):
     """
 
     model_kind = "latentdiffusion"
+    logged = LOGGED
+    experiment = "latentdiffusion"
 
     def __init__(
         self,
@@ -236,7 +238,7 @@ class LatentDiffusionModule(LightningModule):
         if size != tuple(self.hparams.image_size):
             raise ValueError(f"data.image_size {list(size)} differs from model.image_size "
                              f"{list(self.hparams.image_size)}")
-        self.data_info = _data_info(datamodule)
+        self.data_info = data_info(datamodule)
         known = self.scale_known
         hp = self.hparams
         return LatentDataModule(
@@ -264,9 +266,8 @@ class LatentDiffusionModule(LightningModule):
     def setup(self, stage: str) -> None:
         """Take class names, axes and the measured latent scale from the trainer's datamodule;
         refuse callbacks that monitor a metric this module never logs (e.g. ``val/psnr``)."""
+        self.take_data_info()
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "class_names", None):
-            self.data_info = _data_info(dm)
         scale = getattr(dm, "scaling_factor", None)
         if scale is not None:
             shift = float(getattr(dm, "shift_factor", 0.0) or 0.0)
@@ -277,22 +278,16 @@ class LatentDiffusionModule(LightningModule):
                 log.warning("the datamodule scales latents by %g (shift %g), the prior by %g "
                             "(shift %g)", scale, shift, float(self.latent_scale),
                             float(self.latent_shift))
-        for cb in self.trainer.callbacks:
-            monitor = getattr(cb, "monitor", None)
-            if isinstance(monitor, str) and monitor.split("/")[-1] not in LOGGED:
-                raise ValueError(f"callback {type(cb).__name__} monitors {monitor!r}, which the "
-                                 f"latent-diffusion prior does not log (it logs {list(LOGGED)} "
-                                 "under train/, val/, test/): run with experiment=latentdiffusion (callbacks=latent_prior)")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store class names and axes (plain lists) and the EMA state."""
-        checkpoint["mdvq_data_info"] = self.data_info
+        super().on_save_checkpoint(checkpoint)
         if self.ema is not None:
             checkpoint["mdvq_ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Restore what :meth:`on_save_checkpoint` stored."""
-        self.data_info = dict(checkpoint.get("mdvq_data_info") or {})
+        super().on_load_checkpoint(checkpoint)
         if self.ema is not None and checkpoint.get("mdvq_ema") is not None:
             self.ema.load_state_dict(checkpoint["mdvq_ema"])
 
@@ -449,43 +444,9 @@ class LatentDiffusionModule(LightningModule):
         self._log(stage, values, bsz)
         return {k: v.detach() for k, v in values.items()}
 
-    def validation_step(self, batch, batch_idx: int) -> dict:
-        """Loss on the validation split (fixed noise, EMA weights): ``val/loss``, ``val/mse``."""
-        return self._eval_step(batch, batch_idx, "val")
-
-    def test_step(self, batch, batch_idx: int) -> dict:
-        """As :meth:`validation_step`, logged under ``test/``."""
-        return self._eval_step(batch, batch_idx, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or self.current_epoch % self.hparams.sample_every_n_epochs:
-            return
-        self._sample_figure("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._sample_figure("test")
-
-    def _sample_figure(self, stage: str) -> None:
-        per_class = self.hparams.val_samples_per_class
-        if per_class < 1 or not self.trainer.is_global_zero:
-            return
-        from mdvq.callbacks.reporting import figure_path, resolve_output_dir, save_and_log_figure
-        from mdvq.utils.plotting import sample_grid_figure
-
-        labels = torch.arange(self.num_classes).repeat_interleave(per_class)
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        images = self.decode(self.generate(labels, generator=generator)).float().cpu().numpy()
-        info = self.data_info
-        fig = sample_grid_figure(
-            images, labels.numpy(),
-            info.get("class_names") or [str(c) for c in range(self.num_classes)],
-            info.get("freqs_hz"), info.get("times_s"), per_class,
-            suptitle=f"{stage} epoch {self.current_epoch}: samples, {self.hparams.sampler} "
-                     f"{self.hparams.sample_steps} steps, guidance {self.hparams.sample_guidance}")
-        folder = Path(self.hparams.output_dir) if self.hparams.output_dir else resolve_output_dir(
-            self.trainer, None)
-        save_and_log_figure(self.trainer, fig, f"{stage}/samples",
-                            figure_path(folder, "samples", stage, self.current_epoch))
+    def _sample_title(self) -> str:
+        return (f"{self.hparams.sampler} {self.hparams.sample_steps} steps, guidance "
+                f"{self.hparams.sample_guidance}")
 
     def configure_optimizers(self) -> dict:
         """Optimiser (and per-step schedule) over the UNet's parameters only."""
@@ -555,17 +516,6 @@ def _plain(value):
     """JSON-ready copy of a hyperparameter (tuples and OmegaConf lists become lists)."""
     return json.loads(json.dumps(value, default=lambda v: list(v) if hasattr(v, "__iter__")
                                  else str(v)))
-
-
-def _data_info(datamodule) -> dict:
-    """Class names, axes (plain lists) and data key of a datamodule."""
-    def plain(a):
-        return None if a is None else np.asarray(a, dtype=float).tolist()
-
-    return {"class_names": [str(c) for c in datamodule.class_names],
-            "freqs_hz": plain(getattr(datamodule, "freqs_hz", None)),
-            "times_s": plain(getattr(datamodule, "times_s", None)),
-            "data_key": getattr(datamodule, "data_key", None)}
 
 
 def _check_args(**kw) -> None:

@@ -23,7 +23,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import Transformer2DModel
 from lightning.pytorch import LightningModule
@@ -32,6 +31,7 @@ from mdvq.models.config_checks import as_tuple
 from mdvq.models.discrete_diffusion import T_SAMPLING, MaskReplaceDiffusion, guided_log_x0
 from mdvq.models.losses import check_finite, configure_optimization
 from mdvq.models.pretrained import FrozenVQVAE, load_frozen_vqvae, plain_config
+from mdvq.models.prior import ConditionalPrior, data_info
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ LOGGED = ("loss", "vb", "aux", "masked_acc")
 """Metric names this module logs under ``train/``, ``val/`` and ``test/``."""
 
 
-class VQDiffusionModule(LightningModule):
+class VQDiffusionModule(ConditionalPrior, LightningModule):
     """Train a class-conditional discrete diffusion prior on ``(codes (B, h, w), labels (B,))``.
 
     Args:
@@ -78,6 +78,8 @@ class VQDiffusionModule(LightningModule):
     """
 
     model_kind = "vqdiffusion"
+    logged = LOGGED
+    experiment = "vqdiffusion"
 
     def __init__(
         self,
@@ -179,30 +181,14 @@ class VQDiffusionModule(LightningModule):
         if self.vqvae.image_size and tuple(self.vqvae.image_size) != size:
             log.warning("the VQ-VAE was trained on %s images, the prior's data are %s",
                         list(self.vqvae.image_size), list(size))
-        self.data_info = _data_info(datamodule)
+        self.data_info = data_info(datamodule)
         return TokenDataModule(datamodule, self.vqvae, cache_dir=self.hparams.cache_dir,
                                encode_batch_size=self.hparams.encode_batch_size)
 
     def setup(self, stage: str) -> None:
         """Take class names and axes from the trainer's datamodule; refuse callbacks that
         monitor a metric this module never logs (e.g. the phase-1 ``val/psnr``)."""
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "class_names", None):
-            self.data_info = _data_info(dm)
-        for cb in self.trainer.callbacks:
-            monitor = getattr(cb, "monitor", None)
-            if isinstance(monitor, str) and monitor.split("/")[-1] not in LOGGED:
-                raise ValueError(f"callback {type(cb).__name__} monitors {monitor!r}, which the "
-                                 f"VQ-Diffusion prior does not log (it logs {list(LOGGED)} under "
-                                 "train/, val/, test/): run with experiment=vqdiffusion (callbacks=prior)")
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store class names and axes (plain lists) for sampling from the checkpoint alone."""
-        checkpoint["mdvq_data_info"] = self.data_info
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore what :meth:`on_save_checkpoint` stored."""
-        self.data_info = dict(checkpoint.get("mdvq_data_info") or {})
+        self.take_data_info()
 
     # ----------------------------------------------------------------------------- network
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -293,43 +279,8 @@ class VQDiffusionModule(LightningModule):
         self._log(stage, values, bsz)
         return {k: v.detach() for k, v in values.items()}
 
-    def validation_step(self, batch, batch_idx: int) -> dict:
-        """Bound terms on the validation split (fixed noise): ``val/vb`` etc."""
-        return self._eval_step(batch, batch_idx, "val")
-
-    def test_step(self, batch, batch_idx: int) -> dict:
-        """As :meth:`validation_step`, logged under ``test/``."""
-        return self._eval_step(batch, batch_idx, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        epoch = self.current_epoch
-        if self.trainer.sanity_checking or epoch % self.hparams.sample_every_n_epochs:
-            return
-        self._sample_figure("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._sample_figure("test")
-
-    def _sample_figure(self, stage: str) -> None:
-        per_class = self.hparams.val_samples_per_class
-        if per_class < 1 or not self.trainer.is_global_zero:
-            return
-        from mdvq.callbacks.reporting import figure_path, resolve_output_dir, save_and_log_figure
-        from mdvq.utils.plotting import sample_grid_figure
-
-        labels = torch.arange(self.num_classes).repeat_interleave(per_class)
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        images = self.decode(self.generate(labels, generator=generator)).float().cpu().numpy()
-        info = self.data_info
-        fig = sample_grid_figure(
-            images, labels.numpy(), info.get("class_names") or [str(c) for c in range(self.num_classes)],
-            info.get("freqs_hz"), info.get("times_s"), per_class,
-            suptitle=f"{stage} epoch {self.current_epoch}: samples, {self.hparams.sample_steps} steps, "
-                     f"guidance {self.hparams.sample_guidance}")
-        folder = Path(self.hparams.output_dir) if self.hparams.output_dir else resolve_output_dir(
-            self.trainer, None)
-        save_and_log_figure(self.trainer, fig, f"{stage}/samples",
-                            figure_path(folder, "samples", stage, self.current_epoch))
+    def _sample_title(self) -> str:
+        return f"{self.hparams.sample_steps} steps, guidance {self.hparams.sample_guidance}"
 
     def configure_optimizers(self) -> dict:
         """Optimiser (and per-step schedule) over the transformer's parameters only."""
@@ -386,17 +337,6 @@ def disable_label_dropout(transformer: Transformer2DModel) -> None:
             raise ValueError("the transformer blocks have no class embedder (norm_type must be "
                              "ada_norm_zero)")
         embedder.dropout_prob = 0.0
-
-
-def _data_info(datamodule) -> dict:
-    """Class names, axes (plain lists) and data key of a datamodule."""
-    def plain(a):
-        return None if a is None else np.asarray(a, dtype=float).tolist()
-
-    return {"class_names": [str(c) for c in datamodule.class_names],
-            "freqs_hz": plain(getattr(datamodule, "freqs_hz", None)),
-            "times_s": plain(getattr(datamodule, "times_s", None)),
-            "data_key": getattr(datamodule, "data_key", None)}
 
 
 def _check_args(**kw) -> None:
