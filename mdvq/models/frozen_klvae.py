@@ -20,7 +20,6 @@ and :meth:`FrozenKLVAE.unscale` are those two maps with the values the prior mea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from mdvq.data.errors import DataError
+from mdvq.models.fingerprint import network_fingerprint
 from mdvq.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,7 @@ def klvae_fingerprint(model: AutoencoderKL) -> str:
     carries the measured scale) have the same fingerprint and share latent caches.
     """
     cfg = {k: v for k, v in klvae_config(model).items() if k not in SCALE_KEYS}
-    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    return network_fingerprint(cfg, model)
 
 
 class FrozenKLVAE(torch.nn.Module):

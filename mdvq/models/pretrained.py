@@ -15,7 +15,6 @@ and returns a :class:`FrozenVQVAE`. Only the plain diffusers model is used: indi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from diffusers import VQModel
 
+from mdvq.models.fingerprint import network_fingerprint
 from mdvq.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,7 @@ def weights_fingerprint(model: VQModel) -> str:
     The same weights give the same fingerprint whether they were loaded from a checkpoint or
     a ``save_pretrained`` folder, so token caches keyed by it are shared between the two.
     """
-    h = hashlib.sha256(json.dumps(plain_config(model), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    return network_fingerprint(plain_config(model), model)
 
 
 class FrozenVQVAE(torch.nn.Module):
