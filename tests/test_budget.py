@@ -87,7 +87,9 @@ def test_enough_steps_or_deliberate_limits_leave_the_run_alone():
     budget = TrainingBudget(min_steps=8)
     trainer, _ = fit(budget, max_epochs=3)
     assert budget.epochs == 3 and trainer.global_step == 12
-    for kw in ({"limit_train_batches": 2}, {"max_steps": 5}, {"fast_dev_run": 2}):
+    # limit_train_batches=1 is ONE batch (an int), not the whole epoch (1.0)
+    for kw in ({"limit_train_batches": 2}, {"limit_train_batches": 1}, {"limit_train_batches": 0.5},
+               {"max_steps": 5}, {"fast_dev_run": 2}):
         budget = TrainingBudget(min_steps=40)
         trainer, _ = fit(budget, max_epochs=2, **kw)
         assert budget.epochs is None and trainer.global_step <= 5, kw

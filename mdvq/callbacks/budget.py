@@ -63,8 +63,9 @@ class TrainingBudget(Callback):
             return "fast_dev_run"
         if trainer.overfit_batches:
             return "overfit_batches"
-        if trainer.limit_train_batches != 1.0:
-            return f"limit_train_batches={trainer.limit_train_batches}"
+        limit = trainer.limit_train_batches  # an int counts batches (1 = one batch), a float a share
+        if isinstance(limit, int) or limit < 1.0:
+            return f"limit_train_batches={limit}"
         if trainer.max_steps != -1:
             return f"max_steps={trainer.max_steps}"
         if trainer.max_epochs is None or trainer.max_epochs < 0:
