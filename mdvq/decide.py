@@ -12,7 +12,6 @@ callback use too. Exit status 0 on success, 2 on bad input.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -49,10 +48,10 @@ def main(argv: list[str]) -> Path:
     runs = opts["runs"]
     routes = None
     if len(runs) == 1:
+        from mdvq.runs.experiments import read_routes
+
         routes = Path(runs[0])
-        if not (routes / "routes.json").is_file():
-            raise cli.UsageError(f"{routes}: not a routes folder (no routes.json); give VQ_RUN "
-                                 "KL_RUN, or the folder of an experiment=routes run")
+        table = read_routes(routes)
         runs = [routes / "vqvae", routes / "klvae"]
     elif len(runs) != 2:
         raise cli.UsageError(f"expected VQ_RUN KL_RUN or one routes folder, got {runs}")
@@ -64,7 +63,7 @@ def main(argv: list[str]) -> Path:
         from mdvq.runs.experiments import routes_markdown
 
         print("\nGeneration evidence (experiment=routes):\n")
-        print(routes_markdown(json.loads((routes / "routes.json").read_text())))
+        print(routes_markdown(table))
     print(f"wrote {out}")
     return out
 

@@ -162,6 +162,20 @@ def write_metrics(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+def read_metrics(path: str | Path) -> dict:
+    """The result written by :func:`write_metrics` (a metrics folder or its ``metrics.json``);
+    ``ValueError`` naming the file when it is missing or unreadable."""
+    path = Path(path)
+    path = path / "metrics.json" if path.is_dir() else path
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: unreadable generation metrics ({err})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
+        raise ValueError(f"{path}: not the metrics of python -m mdvq.evaluate (no 'metrics')")  # noqa: TRY004
+    return result
+
+
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "n/a"

@@ -311,6 +311,24 @@ def routes_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_routes(folder: str | Path) -> dict:
+    """The table written by :func:`write_routes` (a routes folder or its `routes.json`);
+    `ValueError` naming the file when it is missing or not a routes table."""
+    import json
+
+    path = Path(folder)
+    path = path / "routes.json" if path.is_dir() else path
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a routes table ({err}); run python -m mdvq.run "
+                         "experiment=routes") from None
+    if not isinstance(table, dict) or not isinstance(table.get("rows"), list) or not all(
+            isinstance(r, dict) for r in table["rows"]):
+        raise ValueError(f"{path}: a routes table holds {{'rows': [{{route, ...}}, ...]}}")
+    return table
+
+
 def write_routes(table: dict, out_dir: Path) -> None:
     """Write `routes.json` and `routes.md` into `out_dir`."""
     import json

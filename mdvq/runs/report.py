@@ -16,7 +16,6 @@ import base64
 import csv
 import html
 import io
-import json
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mdvq.data.errors import DataError
+from mdvq.evaluation.generation import read_metrics
 from mdvq.runs.summary import RunSummary, find_runs
 
 log = logging.getLogger(__name__)
@@ -265,13 +265,9 @@ def decision_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
 
 def routes_table(path: Path, label: str) -> str:
     """The `rows` of a `routes.json` as a table (columns: the union of the rows' keys)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(path, f"unreadable routes table ({err})") from None
-    rows = data.get("rows") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise DataError(path, "routes.json must hold {'rows': [ {route, ...}, ... ]}")
+    from mdvq.runs.experiments import read_routes
+
+    rows = read_routes(path)["rows"]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     return (f"<h3>{html.escape(label)}</h3>"
             + table(columns, [[r.get(c) for c in columns] for r in rows], "routes"))
@@ -284,9 +280,9 @@ def evaluation_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
     rows = []
     for path in paths:
         try:
-            metrics = json.loads(path.read_text()).get("metrics") or {}
-        except (OSError, json.JSONDecodeError, AttributeError) as err:
-            log.warning("%s: unreadable generation metrics (%s)", path, err)
+            metrics = read_metrics(path)["metrics"]
+        except ValueError as err:
+            log.warning("skipping %s", err)
             continue
         rows.append((_label(path.parent, roots), *(metrics.get(k) for k in keys)))
     return table(["evaluation", *keys], rows, "evaluations")
@@ -329,7 +325,7 @@ def build_report(folders: Sequence[str | os.PathLike], title: str = "mdvq report
         for path in found["routes"]:
             try:
                 parts.append(routes_table(path, _label(path.parent, roots)))
-            except DataError as err:
+            except ValueError as err:  # unreadable routes table (names the file)
                 log.warning("%s", err)
     if found["evaluations"]:
         parts.append("<h2>Generation metrics</h2>" + evaluation_table(found["evaluations"], roots))
