@@ -364,6 +364,7 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
         "reconstruction_metrics",
         "codebook_monitor",
         "spectrogram_grid",
+        "last_checkpoint",
         "lr_monitor",
         "training_budget",
         "epoch_lines",
@@ -371,13 +372,13 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
     }
     assert built["training_budget"].min_steps == 500
     ckpt = built["model_checkpoint"]
-    assert (ckpt.monitor, ckpt.mode, ckpt.save_last) == ("val/psnr", "max", True)
+    assert (ckpt.monitor, ckpt.mode, ckpt.save_last) == ("val/psnr", "max", False)  # last.ckpt: callbacks/last_checkpoint.yaml
     assert ckpt.dirpath == str(tmp_path / "checkpoints")
     assert built["codebook_monitor"].dead_code_window == 200
     assert built["spectrogram_grid"].output_dir == str(tmp_path)
     # every file of the group is one named callback; every argument carries a comment
     for path in (conf / "callbacks").glob("*.yaml"):
-        if path.stem in ("default", "prior", "classifier"):  # sets of callbacks, not one callback
+        if path.stem in ("default", "prior", "latent_prior", "classifier"):  # sets of callbacks
             continue
         lines = [
             ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mdvq.data.errors import DataError
-from mdvq.evaluation.generation import read_metrics
 from mdvq.runs.summary import RunSummary, find_runs
 
 log = logging.getLogger(__name__)
@@ -275,8 +274,13 @@ def routes_table(path: Path, label: str) -> str:
 
 def evaluation_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
     """One row per generation evaluation (`metrics.json` of `mdvq.evaluate`)."""
+    # imported here, not at the top: it pulls in training (and its headless plotting backend),
+    # which a notebook importing this module must not get
+    from mdvq.evaluation.generation import read_metrics
+
     keys = ["conditional_accuracy", "chance_acc", "fd_samples_test", "fd_train_test_floor",
             "fd_ratio_to_floor", "tstr_acc", "trtr_acc", "tstr_trtr_ratio"]
+
     rows = []
     for path in paths:
         try:
