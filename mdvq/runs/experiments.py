@@ -191,6 +191,9 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
     classifier = load_classifier_run(out_dir / "classifier")
     sampling = {k: settings.sampling[k] for k in ("n_per_class", "seed", "batch_size")}
+    if sampling["n_per_class"] is None:  # as many as the real training split: TSTR vs TRTR alike
+        dm = classifier.datamodule
+        sampling["n_per_class"] = -(-len(dm.datasets["train"]) // len(dm.class_names))
     generation = {}
     for route, prior_stage, _ in ROUTES:
         prior_run = out_dir / prior_stage
