@@ -109,3 +109,14 @@ def test_a_failing_stage_stops_the_experiment_and_is_named(finished, tmp_path):
     assert json.loads((out / "vqvae" / "summary.json").read_text())["status"] == "finished"
     assert json.loads((out / "classifier" / "summary.json").read_text())["status"] == "failed"
     assert not (out / "latentdiffusion").exists()
+
+
+def test_n_per_class_null_samples_as_many_as_the_real_training_split(finished):
+    tmp, cache, _ = finished
+    table = routes(compose_cfg(routes_overrides(tmp, cache) + ["routes.sampling.n_per_class=null"]),
+                   overrides=common(tmp, cache))
+    assert all(s["reused"] for s in table["stages"].values()), "no stage trained again"
+    train = json.loads((tmp / "routes" / "classifier" / "summary.json").read_text())
+    expected = -(-train["data"]["split_counts"]["train"] // 2)  # ceil over the 2 classes
+    meta = json.loads((tmp / "routes" / "samples_kl" / "meta.json").read_text())
+    assert meta["n_per_class"] == expected and expected != 4
