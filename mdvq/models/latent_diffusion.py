@@ -228,13 +228,7 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
         split), after checking its classes and image size against this model's config."""
         from mdvq.data.latents import LatentDataModule
 
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        names = list(datamodule.class_names)
-        if len(names) != self.num_classes:
-            raise ValueError(f"model.num_classes is {self.num_classes} but the data has "
-                             f"{len(names)} classes {names}: set model.num_classes={len(names)}")
-        size = tuple(int(s) for s in datamodule.image_size)
+        size = self.set_up_data(datamodule)
         if size != tuple(self.hparams.image_size):
             raise ValueError(f"data.image_size {list(size)} differs from model.image_size "
                              f"{list(self.hparams.image_size)}")

@@ -35,6 +35,17 @@ class ConditionalPrior:
     logged: tuple[str, ...] = ()
     experiment: str = ""
 
+    def set_up_data(self, datamodule) -> tuple[int, int]:
+        """Prepare and set up the spectrogram datamodule a prior wraps, check its class count
+        against `model.num_classes` (ValueError naming the key) and return its `(F, T)`."""
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        names = list(datamodule.class_names)
+        if len(names) != self.num_classes:
+            raise ValueError(f"model.num_classes is {self.num_classes} but the data has "
+                             f"{len(names)} classes {names}: set model.num_classes={len(names)}")
+        return tuple(int(s) for s in datamodule.image_size)
+
     def take_data_info(self) -> None:
         """Take class names and axes from the trainer's datamodule; refuse callbacks that
         monitor a metric this prior never logs (e.g. the phase-1 `val/psnr`)."""

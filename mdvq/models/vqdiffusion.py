@@ -167,13 +167,7 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
         split), after checking its classes and image size against this model's config."""
         from mdvq.data.tokens import TokenDataModule
 
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        names = list(datamodule.class_names)
-        if len(names) != self.num_classes:
-            raise ValueError(f"model.num_classes is {self.num_classes} but the data has "
-                             f"{len(names)} classes {names}: set model.num_classes={len(names)}")
-        size = tuple(int(s) for s in datamodule.image_size)
+        size = self.set_up_data(datamodule)
         if self.vqvae.latent_grid(size) != self.grid:
             raise ValueError(f"data.image_size {list(size)} gives a {self.vqvae.latent_grid(size)} "
                              f"code map but the model was built for {self.grid} "
