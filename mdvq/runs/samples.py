@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 SAMPLES_FILE = "samples.npy"
 LABELS_FILE = "labels.npy"
 META_FILE = "meta.json"
+#: samples of each class shown in grid.png (every sample gets its own PNG under png/)
+GRID_PER_CLASS = 12
 
 
 @dataclass
@@ -87,10 +89,13 @@ def _write_pictures(directory: Path, images: np.ndarray, labels: np.ndarray, met
         i = counts[c] = counts.get(c, -1) + 1
         pixels = np.round(to_image_rows(img[0]) * 255).astype(np.uint8)
         Image.fromarray(pixels).save(directory / "png" / f"{_safe(names[c])}_{i}.png")
-    per_row = max(counts.values(), default=1) + 1
+    per_row = min(max(counts.values(), default=0) + 1, GRID_PER_CLASS)
+    # the grid shows the first GRID_PER_CLASS of each class (thousands of panels take minutes)
+    shown = np.concatenate([np.flatnonzero(labels == c)[:per_row] for c in sorted(counts)])
     title = ", ".join(f"{k} {meta[k]}" for k in ("steps", "guidance", "seed") if k in meta)
-    fig = sample_grid_figure(images, labels, names, meta.get("freqs_hz"), meta.get("times_s"),
-                             per_row=min(per_row, 12), suptitle=f"samples: {title}" if title else None)
+    fig = sample_grid_figure(images[shown], labels[shown], names, meta.get("freqs_hz"),
+                             meta.get("times_s"), per_row=per_row,
+                             suptitle=f"samples: {title}" if title else None)
     save_figure(fig, directory / "grid.png")
 
 
