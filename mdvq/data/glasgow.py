@@ -15,7 +15,6 @@ occur in the corpus and are accepted.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import os
@@ -30,6 +29,7 @@ from mdvq.data.arrays import as_size, resample_axis, stack_examples
 from mdvq.data.clutter import mti_filter
 from mdvq.data.dataset import SpectrogramSet, load_or_build
 from mdvq.data.errors import DataError, check_on_error, load_each
+from mdvq.data.labels_csv import read_label_rows
 from mdvq.data.spectrogram import SPEED_OF_LIGHT, STFTConfig, compute_spectrogram
 
 log = logging.getLogger(__name__)
@@ -416,23 +416,9 @@ class GlasgowSource:
         path = self.labels_csv
         if path is None:
             return {}
-        if not path.is_file():
-            raise DataError(path, "labels_csv not found")
         table: dict[str, tuple[int, str | None]] = {}
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip() for f in reader.fieldnames or []]
-            reader.fieldnames = fields
-            if "file" not in fields or "label" not in fields:
-                raise DataError(path, f"needs columns 'file,label[,subject]', found {fields}")
-            for row in reader:
-                where = f"line {reader.line_num}"
-                key = (row["file"] or "").strip().replace("\\", "/")
-                if not key:
-                    raise DataError(path, f"{where}: empty file name")
-                label = self._class_index(row["label"] or "", path, f"{where}: label")
-                subject = (row.get("subject") or "").strip() or None
-                table[key] = (label, subject)
+        for where, key, label, subject in read_label_rows(path):
+            table[key] = (self._class_index(label, path, f"{where}: label"), subject)
         return table
 
     def label_of(self, path: Path, table: Mapping[str, tuple[int, str | None]]) -> tuple[int, str]:

@@ -23,7 +23,6 @@ subject-disjoint split keeps every window of one recording in one split.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import os
@@ -39,6 +38,7 @@ from mdvq.data.arrays import as_size, resample_axis, stack_examples
 from mdvq.data.clutter import remove_static_clutter
 from mdvq.data.dataset import SpectrogramSet, load_or_build
 from mdvq.data.errors import DataError, check_on_error, load_each
+from mdvq.data.labels_csv import read_label_rows
 from mdvq.data.spectrogram import STFTConfig, compute_spectrogram
 
 log = logging.getLogger(__name__)
@@ -386,21 +386,11 @@ class IQSource:
         path = self.labels_csv
         if path is None:
             return {}
-        if not path.is_file():
-            raise DataError(path, "labels_csv not found")
         table: dict[str, tuple[str, str | None]] = {}
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip() for f in reader.fieldnames or []]
-            reader.fieldnames = fields
-            if "file" not in fields or "label" not in fields:
-                raise DataError(path, f"needs columns 'file,label[,subject]', found {fields}")
-            for row in reader:
-                key = (row["file"] or "").strip().replace("\\", "/")
-                label = (row["label"] or "").strip()
-                if not key or not label:
-                    raise DataError(path, f"line {reader.line_num}: empty file name or label")
-                table[key] = (label, (row.get("subject") or "").strip() or None)
+        for where, key, label, subject in read_label_rows(path):
+            if not label:
+                raise DataError(path, f"{where}: empty label")
+            table[key] = (label, subject)
         return table
 
     def label_of(self, path: Path, table: Mapping) -> tuple[str, str | None]:
