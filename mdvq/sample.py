@@ -1,6 +1,7 @@
 """Command: sample spectrograms of chosen classes from a trained prior (either route).
 
     python -m mdvq.sample PRIOR n_per_class=8 guidance=1.5 steps=20 seed=0 out=DIR
+    python -m mdvq.sample VQ_PRIOR sampler=purity truncation=0.9
 
 PRIOR is a prior run folder (VQ-Diffusion or latent diffusion; its best checkpoint, else
 ``last.ckpt``), a Lightning checkpoint of either prior, or an exported latent-diffusion folder.
@@ -25,6 +26,10 @@ OPTIONS = [
     cli.Arg("n_per_class", int, 8, "samples per class"),
     cli.Arg("guidance", float, None, "classifier-free guidance scale >= 0 (None: the prior's)"),
     cli.Arg("steps", int, None, "sampling steps, 1..T (None: the prior's default)"),
+    cli.Arg("sampler", str, None, "dpm | ddim (latent diffusion), ancestral | purity "
+                                  "(VQ-Diffusion); None: the prior's"),
+    cli.Arg("truncation", float, None, "VQ-Diffusion: keep the most likely codes up to this "
+                                       "cumulative probability, (0, 1] (None: the prior's)"),
     cli.Arg("seed", int, 0, "random seed"),
     cli.Arg("out", str, None, "output folder (None: <run folder>/samples)"),
     cli.Arg("batch_size", int, 64, "samples per model call"),
@@ -44,7 +49,7 @@ def main(argv: list[str]) -> Path:
     module, source = load_prior(opts["prior"], device)
     images, labels, meta = sample_prior(module, opts["n_per_class"], opts["steps"],
                                         opts["guidance"], opts["seed"], opts["batch_size"],
-                                        opts["classes"])
+                                        opts["classes"], opts["sampler"], opts["truncation"])
     meta["prior"] = str(Path(source).resolve())
     if opts["out"]:
         out = Path(opts["out"])

@@ -10,7 +10,12 @@ import pytest
 import torch
 from diffusers.schedulers.scheduling_vq_diffusion import alpha_schedules, gamma_schedules
 
-from mdvq.models.discrete_diffusion import MaskReplaceDiffusion, guided_log_x0, log_onehot
+from mdvq.models.discrete_diffusion import (
+    MaskReplaceDiffusion,
+    guided_log_x0,
+    log_onehot,
+    truncate_log_x0,
+)
 
 
 def dense_step_matrices(k: int, n: int, **sched) -> list[np.ndarray]:
@@ -140,8 +145,9 @@ def test_stride_one_step_is_the_schedulers_step(diff):
     assert (ours[x_t < k] < k).all() and (ours == k).sum() <= (x_t == k).sum()
 
 
+@pytest.mark.parametrize("sampler", ["ancestral", "purity"])
 @pytest.mark.parametrize("steps", [12, 5, 1])
-def test_sampler_with_oracle_returns_x0_from_all_mask_start(diff, steps):
+def test_sampler_with_oracle_returns_x0_from_all_mask_start(diff, steps, sampler):
     k, n = diff.num_codes, diff.num_timesteps
     x0 = torch.randint(0, k, (4, 25), generator=torch.Generator().manual_seed(3))
     seen = []
@@ -150,7 +156,8 @@ def test_sampler_with_oracle_returns_x0_from_all_mask_start(diff, steps):
         seen.append((t[0].item(), (x_t == k).float().mean().item()))
         return log_onehot(x0, k)
 
-    out = diff.sample(oracle, 4, 25, steps=steps, generator=torch.Generator().manual_seed(0))
+    out = diff.sample(oracle, 4, 25, steps=steps, generator=torch.Generator().manual_seed(0),
+                      sampler=sampler)
     assert torch.equal(out, x0)
     assert len(seen) == steps
     assert seen[0] == (n - 1, 1.0)  # starts at t = T-1 from the all-mask state
@@ -160,6 +167,61 @@ def test_sampler_with_oracle_returns_x0_from_all_mask_start(diff, steps):
     assert all(a >= b for a, b in pairwise(fractions))  # masks only ever get revealed
     if steps > 2:  # progressively, not all at once
         assert any(0 < f < 1 for f in fractions[1:])
+
+
+def test_purity_sampler_reveals_the_scheduled_share_most_confident_first(diff):
+    """Tokens 0-4 have a sure prediction, the other 20 a uniform one: the first reveals (one
+    step from t = 11 down: round(25 (1 - c~_s)) tokens) fall mostly on the sure tokens."""
+    k, n_tok, bsz = diff.num_codes, 25, 400
+    sure = torch.zeros(n_tok, dtype=torch.bool)
+    sure[:5] = True
+    log_p = torch.where(sure, log_onehot(torch.zeros(1, n_tok, dtype=torch.long), k)[0],
+                        torch.full((k, n_tok), -math.log(k)))
+    seen = []
+
+    def predict(x_t, t):
+        seen.append(x_t.clone())
+        return log_p.expand(x_t.shape[0], k, n_tok)
+
+    diff.sample(predict, bsz, n_tok, steps=4, generator=torch.Generator().manual_seed(0),
+                sampler="purity")
+    pts = diff.sampling_timesteps(4)
+    revealed = seen[1] != k  # after the first step
+    expected = round(n_tok * (1 - float(diff.log_cumprod_ct[pts[1]].exp())))
+    assert (revealed.sum(1) == expected).all() and 0 < expected < n_tok
+    rate_sure = float(revealed[:, :5].float().mean())  # at random both rates are expected / 25
+    rate_unsure = float(revealed[:, 5:].float().mean())
+    assert rate_sure > 0.6 and rate_sure > 3 * rate_unsure, (rate_sure, rate_unsure)
+    # later steps only add reveals
+    assert all(((a != k) <= (b != k)).all() for a, b in pairwise(seen))
+
+
+def test_truncation_keeps_the_top_mass_hand_checked():
+    p = torch.tensor([0.05, 0.5, 0.15, 0.3]).log()[None, :, None]  # (1, K=4, N=1)
+    out = truncate_log_x0(p, 0.9).exp()[0, :, 0]
+    # sorted 0.5, 0.3, 0.15, 0.05: mass before each 0, 0.5, 0.8, 0.95 -> first three kept
+    torch.testing.assert_close(out, torch.tensor([0.0, 0.5, 0.15, 0.3]) / 0.95)
+    top = truncate_log_x0(p, 0.5).exp()[0, :, 0]  # 0.5 is not < 0.5: only the top code
+    torch.testing.assert_close(top, torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    assert truncate_log_x0(p, 1.0) is p
+
+
+def test_truncated_sampling_draws_only_kept_codes(diff):
+    k = diff.num_codes
+    probs = torch.full((k,), 0.02)
+    probs[1], probs[2] = 0.6, 0.3
+    probs = probs / probs.sum()
+    log_p = probs.log()[None, :, None].expand(64, k, 9)
+    out = diff.sample(lambda x, t: log_p, 64, 9, steps=3, truncation=0.8,
+                      generator=torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) <= {1, 2}
+    free = diff.sample(lambda x, t: log_p, 64, 9, steps=3,
+                       generator=torch.Generator().manual_seed(0))
+    assert not set(free.unique().tolist()) <= {1, 2}
+    with pytest.raises(ValueError, match="truncation must lie in"):
+        diff.sample(lambda x, t: log_p, 2, 9, steps=3, truncation=0.0)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        diff.sample(lambda x, t: log_p, 2, 9, steps=3, sampler="greedy")
 
 
 def test_sampling_timesteps_and_errors(diff):

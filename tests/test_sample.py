@@ -136,6 +136,11 @@ def test_sample_arguments_and_paths_are_checked(runs, tmp_path):
         sample_main([str(runs["run"]), "guidance=-2", f"out={tmp_path}"])
     with pytest.raises(ValueError, match="n_per_class must be >= 1"):
         sample_main([str(runs["run"]), "n_per_class=0", f"out={tmp_path}"])
+    with pytest.raises(ValueError, match=r"sampler must be one of \['ancestral', 'purity'\]"):
+        sample_main([str(runs["run"]), "sampler=dpm", f"out={tmp_path}"])
+    for bad in ("truncation=0", "truncation=1.5"):
+        with pytest.raises(ValueError, match=r"truncation must lie in \(0, 1\]"):
+            sample_main([str(runs["run"]), bad, f"out={tmp_path}"])
     assert not (tmp_path / "samples.npy").exists(), "nothing written for refused arguments"
 
 

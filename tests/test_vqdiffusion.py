@@ -114,6 +114,69 @@ def test_toy_prior_samples_the_map_of_each_class(toy, steps):
     assert agreement(codes[:8], maps[1]) < 0.3
 
 
+def class_map_scores(module, maps, **sampling) -> list[float]:
+    """Agreement of 16 samples per class with that class's toy map."""
+    labels = torch.tensor([0] * 16 + [1] * 16)
+    codes = module.generate(labels, guidance=1.0, generator=torch.Generator().manual_seed(4),
+                            **sampling)
+    return [agreement(codes[:16], maps[0]), agreement(codes[16:], maps[1])]
+
+
+@pytest.mark.parametrize("sampling", [{"sampler": "purity", "steps": 4},
+                                      {"sampler": "purity", "steps": 10},
+                                      {"truncation": 0.8, "steps": 4},
+                                      {"sampler": "purity", "truncation": 0.8, "steps": 4}])
+def test_every_sampler_draws_the_map_of_each_class(toy, sampling, monkeypatch):
+    module, maps = toy["module"], toy["data"].maps
+    assert min(class_map_scores(module, maps, **sampling)) > 0.9, sampling
+    # the same check fails for a prior that ignores its labels (every call made unconditional)
+    forward = module.forward
+    monkeypatch.setattr(module, "forward", lambda x, t, y: forward(
+        x, t, torch.full_like(y, module.null_class)))
+    assert min(class_map_scores(module, maps, **sampling)) < 0.8, sampling
+
+
+class MixtureCodes(ToyCodes):
+    """Class 0 draws map A (3 in 4) or map B (1 in 4); class 1 is always map C."""
+
+    def __init__(self, n_per_class: int = 64):
+        super().__init__(n_per_class)
+        g = torch.Generator().manual_seed(1)
+        self.maps = torch.cat([self.maps, torch.randint(0, K, (1, 4, 4), generator=g)])
+        which = torch.tensor([0, 0, 0, 2]).repeat(n_per_class // 4)  # A A A B ... (B = maps[2])
+        self.codes = torch.cat([self.maps[which], self.maps[1].expand(n_per_class, 4, 4)])
+
+
+def test_strided_and_full_scheduler_samplers_agree_in_distribution(tmp_path):
+    """On a two-mode class (maps A : B = 3 : 1 in the data), the full T-step diffusers
+    scheduler and the strided sampler draw the same distribution: the same token marginals
+    (share of A's codes where A and B differ; the tiny prior puts about 0.6 on A after 600
+    steps) and the same share of whole-map A samples. (The strided step's posterior itself is
+    checked exactly against dense transition matrices in test_discrete_diffusion.py.)"""
+    torch.manual_seed(0)
+    module = tiny_prior(save_tiny_vq(tmp_path / "vq"), label_drop_prob=0.1)
+    data = MixtureCodes()
+    trainer(max_epochs=150, limit_val_batches=0).fit(module, data)
+    module.eval()
+    a_map, b_map = data.maps[0], data.maps[2]
+    differ = a_map != b_map
+    labels = torch.zeros(200, dtype=torch.long)
+    stats = {}
+    for steps in (10, 4):  # T = 10: VQDiffusionScheduler.step; 4: strided
+        codes = module.generate(labels, steps=steps, guidance=1.0,
+                                generator=torch.Generator().manual_seed(5))
+        token_a = float((codes == a_map)[:, differ].float().mean())
+        token_b = float((codes == b_map)[:, differ].float().mean())
+        mode_a = float(((codes == a_map).flatten(1).float().mean(1) > 0.8).float().mean())
+        stats[steps] = (token_a, token_b, mode_a)
+    print("token share A, token share B, mode share A by steps:", stats)
+    for token_a, token_b, mode_a in stats.values():
+        assert token_a + token_b > 0.9 and token_a > token_b, stats  # the data's A over B
+        assert mode_a > 0.3, stats
+    full, strided = stats[10], stats[4]
+    assert abs(full[0] - strided[0]) < 0.08 and abs(full[2] - strided[2]) < 0.15, stats
+
+
 def test_validation_bound_falls_below_a_uniform_guess(toy):
     vb = toy["history"].vb
     assert len(vb) == 3

@@ -4,6 +4,9 @@ Against the real data of the in-domain classifier (docs/metrics.md):
 
 - conditional accuracy: the classifier's top-1 class equals the class a sample was asked for
   (overall and per class; chance is 1/K);
+- the judge's profile, for the samples and for the real test split alike: the classifier's mean
+  top-1 probability (confidence) per asked class and the share of all images it assigns to each
+  class (degenerate samples that fall into one class show as a share far above 1/K);
 - Frechet distance on the classifier's penultimate features, FD(samples, real test), beside
   the floor FD(real train, real test) computed on as many training examples as there are
   samples (so both carry the same finite-sample bias), averaged over a few random training
@@ -24,7 +27,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from mdvq.evaluation.accuracy import conditional_accuracy, loader_accuracy, predict
+from mdvq.evaluation.accuracy import (
+    conditional_accuracy,
+    judge_profile,
+    loader_accuracy,
+    predict_proba,
+)
 from mdvq.evaluation.classifier_run import ClassifierRun
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
 from mdvq.evaluation.tstr import train_on_synthetic
@@ -70,10 +78,13 @@ def evaluate_generation(
     names = list(dm.class_names)
     k = len(names)
 
-    predicted = predict(model, samples.images, batch_size=batch_size, device=device)
-    cond = conditional_accuracy(predicted, samples.labels, names)
+    probs = predict_proba(model, samples.images, batch_size=batch_size, device=device)
+    cond = conditional_accuracy(probs.argmax(axis=1), samples.labels, names)
 
     train01, test01 = _split_images01(dm, "train"), _split_images01(dm, "test")
+    test_probs = predict_proba(model, test01, batch_size=batch_size, device=device)
+    judge = {"samples": judge_profile(probs, samples.labels, names),
+             "real_test": judge_profile(test_probs, dm.datasets["test"].tensors[1].numpy(), names)}
     rng = np.random.default_rng(seed)
     n_floor = min(len(samples), len(train01))
     extractor = ClassifierFeatures(model)
@@ -108,10 +119,14 @@ def evaluate_generation(
         "trtr_acc": trtr,
         "tstr_trtr_ratio": tstr_acc / trtr if tstr_acc is not None and trtr > 0 else None,
         "chance_acc": 1.0 / k,
+        "judge_confidence": judge["samples"]["mean_confidence"],
+        "judge_confidence_real_test": judge["real_test"]["mean_confidence"],
+        "judge_top_share": max(judge["samples"]["predicted_share"].values()),
     }
     result = {
         "metrics": metrics,
         "conditional_accuracy": cond,
+        "judge": judge,
         "frechet": {"samples_vs_test": fd, "train_vs_test_floor": fd_floor,
                     "floor_std": float(np.std(floors)), "floor_values": floors,
                     "feature_dim": extractor.num_features,
@@ -201,9 +216,23 @@ def format_markdown(result: dict) -> str:
                  f"`{cls['checkpoint']}` (data `{cls['data_key']}`).")
     lines += ["", "| metric | value | reference |", "|---|---|---|"]
     lines += [f"| {name} | {_fmt(value)} | {ref} |" for name, value, ref in rows]
-    lines += ["", "| class | asked | conditional accuracy |", "|---|---|---|"]
-    lines += [f"| {name} | {cond['counts'][name]} | {_fmt(cond['per_class'][name])} |"
-              for name in result["class_names"]]
+    judge = result.get("judge")
+    if judge:  # metrics written before the judge's profile was added have none
+        js, jr = judge["samples"], judge["real_test"]
+        lines.append(f"| judge confidence (mean top-1 probability) | "
+                     f"{_fmt(js['mean_confidence'])} | real test {_fmt(jr['mean_confidence'])} |")
+        header = ("| class | asked | conditional accuracy | judge confidence (samples / real test) "
+                  "| share of all votes (samples / real test) |")
+        lines += ["", header, "|---|---|---|---|---|"]
+        lines += [f"| {name} | {cond['counts'][name]} | {_fmt(cond['per_class'][name])} | "
+                  f"{_fmt(js['confidence_per_class'][name], 3)} / "
+                  f"{_fmt(jr['confidence_per_class'][name], 3)} | "
+                  f"{_fmt(js['predicted_share'][name], 3)} / {_fmt(jr['predicted_share'][name], 3)} |"
+                  for name in result["class_names"]]
+    else:
+        lines += ["", "| class | asked | conditional accuracy |", "|---|---|---|"]
+        lines += [f"| {name} | {cond['counts'][name]} | {_fmt(cond['per_class'][name])} |"
+                  for name in result["class_names"]]
     lines.append("")
     lines.append(f"Real splits: train {c['real_train']}, val {c['real_val']}, test "
                  f"{c['real_test']}. FD in squared feature units of the classifier's penultimate "

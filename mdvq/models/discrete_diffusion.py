@@ -43,6 +43,11 @@ LOG_EPS = 1e-30
 T_SAMPLING = ("uniform", "importance")
 """Accepted values of ``t_sampling``."""
 
+SAMPLERS = ("ancestral", "purity")
+"""Accepted sampling strategies: ``ancestral`` draws ``x_s ~ p(x_s | x_t)`` (VQ-Diffusion; every
+step with ``VQDiffusionScheduler.step`` when ``steps = T``); ``purity`` unmasks the masked
+tokens whose ``x_0`` prediction is most confident first (Improved VQ-Diffusion, Tang et al. 2022)."""
+
 
 def _log(x: np.ndarray) -> torch.Tensor:
     """float64 array -> float32 tensor of ``log(max(x, 1e-30))``."""
@@ -291,16 +296,32 @@ class MaskReplaceDiffusion(torch.nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
+        sampler: str = "ancestral",
+        truncation: float = 1.0,
     ) -> torch.Tensor:
-        """Ancestral sampling from the all-mask state; returns ``x_0`` ``(B, N)`` int64 codes.
+        """Sample from the all-mask state; returns ``x_0`` ``(B, N)`` int64 codes.
 
         ``predict_log_x0(x_t (B, N), t (B,)) -> (B, K, N)`` log ``p(x_0 | x_t)`` (guidance, if
-        any, is applied inside it). ``steps`` = ``T`` (or None) runs every step with diffusers'
+        any, is applied inside it). ``truncation`` < 1 keeps, per token, only the most likely
+        codes whose cumulative probability stays below it (:func:`truncate_log_x0`; 1 = off).
+
+        ``sampler="ancestral"``: ``steps`` = ``T`` (or None) runs every step with diffusers'
         ``VQDiffusionScheduler.step``; fewer steps use the strided sampler: from ``t`` to ``s``
         (:meth:`sampling_timesteps`) with :meth:`log_posterior` and the same Gumbel-max draw;
         the last jump (to ``s = -1``) draws ``x_0`` from the prediction, as ``step`` does at
-        ``t = 0``.
+        ``t = 0``. ``sampler="purity"``: :meth:`sample_purity`.
         """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+        _check_truncation(truncation)
+        if truncation < 1.0:
+            inner = predict_log_x0
+
+            def predict_log_x0(x, t):  # the truncated prediction
+                return truncate_log_x0(inner(x, t), truncation)
+        if sampler == "purity":
+            return self.sample_purity(predict_log_x0, batch_size, num_tokens, steps, generator,
+                                      device)
         device = torch.device(device) if device is not None else self.log_cumprod_at.device
         steps = self.num_timesteps if steps is None else int(steps)
         pts = self.sampling_timesteps(steps)
@@ -320,6 +341,67 @@ class MaskReplaceDiffusion(torch.nn.Module):
                 logits = self.log_posterior(log_x0, x, tt, torch.full_like(tt, s))
             x = gumbel_noised(logits, generator).argmax(dim=1)
         return x
+
+    @torch.no_grad()
+    def sample_purity(
+        self,
+        predict_log_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        batch_size: int,
+        num_tokens: int,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Purity sampling (Improved VQ-Diffusion): confident tokens are unmasked first.
+
+        Starts from the all-mask state and visits the time steps of :meth:`sampling_timesteps`.
+        From ``t`` to ``s`` the share of tokens still masked follows the schedule, ``c~_s``
+        (all revealed at ``s = -1``): of the masked tokens, the ``round(N (1 - c~_s))``-th
+        revealed count is reached by unmasking those with the highest purity ``max_k p(x_0 = k
+        | x_t)``, ranked with Gumbel noise on ``log purity`` (purity-proportional sampling
+        without replacement). A revealed token takes a draw from ``p(x_0 | x_t)`` and keeps it;
+        the network sees ``x_t`` with the remaining masks at the step ``t`` whose mask share
+        they match. Returns ``(B, N)`` int64 codes.
+        """
+        device = torch.device(device) if device is not None else self.log_cumprod_at.device
+        steps = self.num_timesteps if steps is None else int(steps)
+        pts = self.sampling_timesteps(steps)
+        x = torch.full((batch_size, num_tokens), self.mask_id, dtype=torch.long, device=device)
+        for t, s in pairwise(pts):
+            tt = torch.full((batch_size,), t, dtype=torch.long, device=device)
+            log_x0 = predict_log_x0(x, tt)
+            masked = x == self.mask_id
+            target = num_tokens if s == -1 else round(
+                num_tokens * (1.0 - float(self.log_cumprod_ct[s].exp())))
+            reveal = (target - (~masked).sum(1)).clamp(min=0)  # (B,) tokens to unmask now
+            draw = gumbel_noised(log_x0, generator).argmax(dim=1)  # (B, N)
+            purity = log_x0.max(dim=1).values  # (B, N) log max_k p(x_0 = k)
+            u = torch.rand(purity.shape, device=device, generator=generator).clamp(1e-20, 1.0)
+            score = torch.where(masked, purity - torch.log(-torch.log(u)), -torch.inf)
+            order = score.argsort(dim=1, descending=True).argsort(dim=1)  # rank of each token
+            chosen = masked & (order < reveal[:, None])
+            x = torch.where(chosen, draw, x)
+        return x
+
+
+def truncate_log_x0(log_x0: torch.Tensor, rate: float) -> torch.Tensor:
+    """Keep, per token, the most likely codes whose cumulative probability stays below ``rate``
+    (at least the top one) and renormalise; the rest get ``log 1e-30``. As
+    ``VQDiffusionPipeline.truncate`` (truncation rate 1 keeps everything). ``log_x0`` ``(B, K,
+    N)`` log-probabilities normalised over K."""
+    if rate >= 1.0:
+        return log_x0
+    sorted_log, order = torch.sort(log_x0, dim=1, descending=True)
+    keep_sorted = sorted_log.exp().cumsum(dim=1) < rate
+    keep_sorted = torch.cat([torch.ones_like(keep_sorted[:, :1]), keep_sorted[:, :-1]], dim=1)
+    keep = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+    out = torch.where(keep, log_x0, torch.full_like(log_x0, math.log(LOG_EPS)))
+    return torch.log_softmax(out, dim=1)
+
+
+def _check_truncation(rate: float) -> None:
+    if not (0.0 < float(rate) <= 1.0):
+        raise ValueError(f"truncation must lie in (0, 1] (1 = off), got {rate}")
 
 
 def guided_log_x0(log_cond: torch.Tensor, log_uncond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -28,7 +28,13 @@ from diffusers import Transformer2DModel
 from lightning.pytorch import LightningModule
 
 from mdvq.models.config_checks import as_tuple
-from mdvq.models.discrete_diffusion import T_SAMPLING, MaskReplaceDiffusion, guided_log_x0
+from mdvq.models.discrete_diffusion import (
+    SAMPLERS,
+    T_SAMPLING,
+    MaskReplaceDiffusion,
+    _check_truncation,
+    guided_log_x0,
+)
 from mdvq.models.losses import check_finite, configure_optimization
 from mdvq.models.pretrained import FrozenVQVAE, load_frozen_vqvae, plain_config
 from mdvq.models.prior import ConditionalPrior, data_info
@@ -64,6 +70,10 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
             lr 1e-3).
         sample_steps, sample_guidance: defaults of :meth:`generate` (steps <= T; guidance
             scale ``s`` in ``log p_u + s (log p_c - log p_u)``).
+        sampler: default sampling strategy, ``"ancestral"`` (VQ-Diffusion's posterior draws)
+            or ``"purity"`` (confident tokens unmasked first, Improved VQ-Diffusion).
+        sample_truncation: default truncation rate of the ``x_0`` prediction while sampling
+            (keep the most likely codes up to this cumulative probability; 1 = off).
         val_samples_per_class, sample_every_n_epochs: sample grid drawn every n validation
             epochs and after testing (0 samples: off), written to ``output_dir/figures``.
         output_dir: folder for figures (None: the trainer's log folder).
@@ -104,6 +114,8 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
         scheduler=None,
         sample_steps: int = 20,
         sample_guidance: float = 1.5,
+        sampler: str = "ancestral",
+        sample_truncation: float = 1.0,
         val_samples_per_class: int = 2,
         sample_every_n_epochs: int = 1,
         output_dir: str | None = None,
@@ -118,7 +130,8 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
                     t_sampling=t_sampling, sample_steps=sample_steps,
                     num_train_timesteps=num_train_timesteps, sample_guidance=sample_guidance,
                     val_samples_per_class=val_samples_per_class,
-                    sample_every_n_epochs=sample_every_n_epochs)
+                    sample_every_n_epochs=sample_every_n_epochs, sampler=sampler,
+                    sample_truncation=sample_truncation)
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "vqvae_config",
                                           "vqvae_fingerprint"])
         self.optimizer_factory = optimizer
@@ -203,13 +216,18 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
 
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, steps: int | None = None,
-                 guidance: float | None = None, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+                 guidance: float | None = None, generator: torch.Generator | None = None,
+                 sampler: str | None = None, truncation: float | None = None) -> torch.Tensor:
         """Sample code maps ``(B, h, w)`` int64 for class ``labels`` ``(B,)`` from the all-mask
-        state in ``steps`` steps (None: ``sample_steps``; T: every step with diffusers'
-        scheduler) with guidance scale ``guidance`` (None: ``sample_guidance``)."""
+        state in ``steps`` steps (None: ``sample_steps``; T with the ancestral sampler: every
+        step with diffusers' scheduler) with guidance scale ``guidance`` (None:
+        ``sample_guidance``), ``sampler`` (None: the configured one) and truncation rate
+        ``truncation`` (None: ``sample_truncation``)."""
         steps = self.hparams.sample_steps if steps is None else int(steps)
         guidance = self.hparams.sample_guidance if guidance is None else float(guidance)
+        sampler = self.hparams.get("sampler", "ancestral") if sampler is None else sampler
+        truncation = (self.hparams.get("sample_truncation", 1.0) if truncation is None
+                      else float(truncation))
         labels = labels.to(self.device).long()
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null)")
@@ -218,7 +236,8 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
         try:
             codes = self.diffusion.sample(
                 lambda x, t: self.guided_log_x0(x, t, labels, guidance),
-                len(labels), self.grid[0] * self.grid[1], steps, generator, self.device)
+                len(labels), self.grid[0] * self.grid[1], steps, generator, self.device,
+                sampler=sampler, truncation=truncation)
         finally:
             self.train(was_training)
         return codes.reshape(len(labels), *self.grid)
@@ -274,7 +293,12 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
         return {k: v.detach() for k, v in values.items()}
 
     def _sample_title(self) -> str:
-        return f"{self.hparams.sample_steps} steps, guidance {self.hparams.sample_guidance}"
+        title = f"{self.hparams.sample_steps} steps, guidance {self.hparams.sample_guidance}"
+        sampler = self.hparams.get("sampler", "ancestral")
+        truncation = self.hparams.get("sample_truncation", 1.0)
+        if sampler != "ancestral":
+            title += f", {sampler}"
+        return title + (f", truncation {truncation}" if truncation < 1 else "")
 
     def configure_optimizers(self) -> dict:
         """Optimiser (and per-step schedule) over the transformer's parameters only."""
@@ -294,6 +318,8 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
                 "code_grid": list(self.grid), "num_codes": self.num_codes,
                 "sample_steps": self.hparams.sample_steps,
                 "sample_guidance": self.hparams.sample_guidance,
+                "sampler": self.hparams.get("sampler", "ancestral"),
+                "sample_truncation": self.hparams.get("sample_truncation", 1.0),
                 "vqvae_fingerprint": self.vqvae.fingerprint,
                 "loading": "mdvq.models.vqdiffusion.load_transformer(<dir>/transformer) "
                            "(Transformer2DModel.from_pretrained remaps ada_norm_zero to DiT); "
@@ -349,6 +375,12 @@ def _check_args(**kw) -> None:
                          f"{kw['num_train_timesteps']}], got {kw['sample_steps']}")
     if kw["sample_guidance"] < 0:
         raise ValueError(f"model.sample_guidance must be >= 0, got {kw['sample_guidance']}")
+    if kw["sampler"] not in SAMPLERS:
+        raise ValueError(f"model.sampler must be one of {list(SAMPLERS)}, got {kw['sampler']!r}")
+    try:
+        _check_truncation(kw["sample_truncation"])
+    except ValueError as err:
+        raise ValueError(f"model.sample_{err}") from None
     if kw["val_samples_per_class"] < 0 or kw["sample_every_n_epochs"] < 1:
         raise ValueError("model.val_samples_per_class must be >= 0 and model.sample_every_n_epochs "
                          ">= 1")

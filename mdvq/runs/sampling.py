@@ -1,6 +1,6 @@
 """Class-conditional sampling from a trained prior (either route), into a samples folder.
 
-Two priors share one interface (``generate(labels, steps, guidance, generator)`` then
+Two priors share one interface (``generate(labels, steps, guidance, generator, sampler)`` then
 ``decode(...)`` to ``(B, 1, F, T)`` images in [0, 1], ``data_info``, ``num_classes``,
 ``hparams.sample_steps`` / ``hparams.sample_guidance``): the VQ-Diffusion prior on code maps
 (``model_kind = "vqdiffusion"``) and the latent-diffusion prior on KL-VAE latents
@@ -20,6 +20,19 @@ import torch
 from mdvq.runs.summary import RunSummary
 
 PRIOR_KINDS = ("vqdiffusion", "latentdiffusion")
+
+
+def sampler_choices(kind: str) -> tuple[str, ...]:
+    """The sampling strategies a prior of ``kind`` accepts (its default sampler is first)."""
+    if kind == "vqdiffusion":
+        from mdvq.models.discrete_diffusion import SAMPLERS
+
+        return SAMPLERS
+    if kind == "latentdiffusion":
+        from mdvq.models.latent_diffusion import SAMPLERS
+
+        return tuple(SAMPLERS)
+    raise ValueError(f"not a prior: {kind!r} (priors: {', '.join(PRIOR_KINDS)})")
 
 
 def _module_class(kind: str):
@@ -85,8 +98,14 @@ def _load_checkpoint(ckpt: Path, kinds: list[str], device):
 
 def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
                  guidance: float | None = None, seed: int = 0, batch_size: int = 64,
-                 classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                 classes: list[str] | None = None, sampler: str | None = None,
+                 truncation: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Draw ``n_per_class`` samples of each class (or of ``classes``, by name).
+
+    ``sampler`` (None: the prior's configured one) is ``dpm`` / ``ddim`` for latent diffusion
+    and ``ancestral`` / ``purity`` for VQ-Diffusion; ``truncation`` (VQ-Diffusion only; None:
+    the prior's ``sample_truncation``) keeps the most likely codes up to that cumulative
+    probability.
 
     Returns ``(images float32 (N, 1, F, T) in [0, 1], labels int64 (N,), meta)``; ``meta``
     holds class names, axes (Hz, s), steps, guidance, seed and ``samples_per_second`` (wall
@@ -114,6 +133,22 @@ def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
     if not (guidance >= 0 and np.isfinite(guidance)):
         raise ValueError(f"guidance must be a finite scale >= 0 (1 = conditional only, 0 = "
                          f"unconditional), got {guidance}")
+    kind = getattr(module, "model_kind", None)
+    choices = sampler_choices(kind)
+    sampler = module.hparams.get("sampler", choices[0] if choices else None) \
+        if sampler is None else sampler
+    if sampler not in choices:
+        raise ValueError(f"sampler must be one of {list(choices)} for a {kind} prior, got "
+                         f"{sampler!r}")
+    options = {"sampler": sampler}
+    if kind == "vqdiffusion":
+        truncation = float(module.hparams.get("sample_truncation", 1.0)
+                           if truncation is None else truncation)
+        if not 0.0 < truncation <= 1.0:
+            raise ValueError(f"truncation must lie in (0, 1] (1 = off), got {truncation}")
+        options["truncation"] = truncation
+    elif truncation is not None:
+        raise ValueError(f"truncation applies to VQ-Diffusion priors only; this is a {kind} prior")
     labels = torch.tensor(wanted).repeat_interleave(int(n_per_class))
     device = module.device
     generator = torch.Generator(device=device).manual_seed(int(seed))
@@ -121,7 +156,7 @@ def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
     images = []
     with torch.no_grad():
         for i in range(0, len(labels), batch_size):
-            out = module.generate(labels[i:i + batch_size], steps, guidance, generator)
+            out = module.generate(labels[i:i + batch_size], steps, guidance, generator, **options)
             images.append(module.decode(out).float().clamp(0, 1).cpu())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -134,6 +169,7 @@ def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
         "prior_kind": getattr(module, "model_kind", None),
         "steps": steps,
         "guidance": guidance,
+        **options,
         "seed": int(seed),
         "n_per_class": int(n_per_class),
         "batch_size": int(batch_size),
