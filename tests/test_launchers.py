@@ -13,6 +13,13 @@ import pytest
 import torch
 from conftest import ROOT, compose_cfg, run_cli, tiny_overrides
 
+from mdvq.runs import training
+
+# The key a requeueable job carries: "auto" resumes from the run folder's last.ckpt and starts
+# fresh when there is none (mdvq.runs.training.resolve_ckpt_path, branch `ddp`); before it,
+# Lightning's own "last" did the same (a warning when there is none).
+RESUME = "auto" if hasattr(training, "resolve_ckpt_path") else "last"
+
 # Short runs: 2 training batches per epoch, no figure grid, nothing exported or tested.
 SHORT = [
     "trainer.limit_train_batches=2",
@@ -47,9 +54,9 @@ def test_submitit_local_sweep_requeues_a_preempted_job_which_resumes_from_last_c
                         reason="hydra-submitit-launcher not installed (pip install mdvq[slurm])")
     marker = tmp_path / "preempted"
     # job 0 runs 3 epochs and gets submitit's preemption signal (USR2) as epoch 2 starts; job 1
-    # runs 1 epoch and is left alone. Every job carries ckpt_path=last, as on SLURM.
+    # runs 1 epoch and is left alone. Every job carries ckpt_path=auto, as on SLURM.
     proc = run_cli(sweep_args(
-        tmp_path, data_cache, "hydra/launcher=submitit_local", "ckpt_path=last",
+        tmp_path, data_cache, "hydra/launcher=submitit_local", f"ckpt_path={RESUME}",
         "+callbacks.preempt._target_=preempt_once.PreemptOnce",
         f"+callbacks.preempt.marker={marker}", "+callbacks.preempt.epoch=2",
         "trainer.max_epochs=3,1"))
@@ -98,10 +105,10 @@ def test_slurm_launcher_with_multinode_composes_and_renders_the_sbatch_script(tm
 
     cfg = compose_config_with_hydra([
         "hydra/launcher=slurm", "trainer=multinode", "trainer.num_nodes=2",
-        "hydra.launcher.partition=gpu", "ckpt_path=last", f"paths.output_root={tmp_path}"])
+        "hydra.launcher.partition=gpu", "ckpt_path=auto", f"paths.output_root={tmp_path}"])
     launcher_cfg = cfg.hydra.launcher
     assert (launcher_cfg.nodes, launcher_cfg.tasks_per_node, launcher_cfg.gpus_per_node) == (2, 4, 4)
-    assert cfg.trainer.strategy == "ddp" and cfg.ckpt_path == "last"
+    assert cfg.trainer.strategy == "ddp" and cfg.ckpt_path == "auto"
     assert launcher_cfg.partition == "gpu" and launcher_cfg.max_num_timeout == 3
 
     def dry_run(self, command):
