@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from mdvq.data.arrays import resample_axis
@@ -20,6 +23,42 @@ from mdvq.data.splits import SPLIT_VERSION, split_indices
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+T = TypeVar("T")
+
+
+def build_once(load: Callable[[], T], trainer: Any = None) -> T:
+    """Call `load` (which reads a cache file, building and writing it atomically when it is
+    missing) so that a multi-process run builds the file once and never races on it.
+
+    With an initialised process group of several processes, global rank 0 calls `load` first;
+    after a barrier the first process of every other node does (a cache on a node-local disk
+    is then built once per node, a cache on a shared disk is found finished); after a second
+    barrier every other process calls it and reads the finished file. The barriers have no
+    timeout (a gloo group, as Lightning's `prepare_data` barrier), since a first build can take
+    long. Ranks come from `trainer` (`global_rank`, `local_rank`) when given, else from
+    torch.distributed and `LOCAL_RANK`/`SLURM_LOCALID`. Without a process group (one process,
+    or before DDP has started) `load` is just called. Returns what `load` returned.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return load()
+    if trainer is not None:
+        rank, local = int(trainer.global_rank), int(trainer.local_rank)
+    else:
+        rank = dist.get_rank()
+        local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", rank)))
+    turns = (rank == 0, rank != 0 and local == 0, rank != 0 and local != 0)
+    group = dist.new_group(backend="gloo", timeout=timedelta(days=10000))
+    try:
+        out = None
+        for i, mine in enumerate(turns):
+            if i:
+                dist.monitored_barrier(group, wait_all_ranks=True)
+            if mine:
+                out = load()
+    finally:
+        dist.destroy_process_group(group)
+    return out
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -139,17 +178,26 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         self.split_counts: dict[str, int] = {}
         self.split_indices: dict[str, np.ndarray] = {}
         self.datasets: dict[str, TensorDataset] = {}
+        # Lightning calls prepare_data on global rank 0 only, then a barrier; `setup` builds
+        # what another node's disk still lacks (build_once), so a shared cache is built once.
+        self.prepare_data_per_node = False
 
     def prepare_data(self) -> None:
-        """Build the source's cache once (rank zero only), so every rank's `setup` just loads it."""
+        """Build the source's cache once (Lightning calls this on global rank 0 only, the other
+        processes wait), so every process's `setup` just reads the finished file."""
         if getattr(self.source, "cache_dir", None):
             self.source.load()
 
     def setup(self, stage: str | None = None) -> None:
-        """Load, resize and split the data (idempotent)."""
+        """Load, resize and split the data (idempotent). A source with a cache is loaded rank
+        by rank in a multi-process run (`build_once`): the first builds a missing cache, the
+        others read it; a source without one is loaded by every process at once."""
         if self.datasets:
             return
-        data: SpectrogramSet = self.source.load()
+        if getattr(self.source, "cache_dir", None):
+            data: SpectrogramSet = build_once(self.source.load, getattr(self, "trainer", None))
+        else:
+            data = self.source.load()
         data.validate(getattr(self.source, "root", None))
         images = resize_spectrogram(data.images, self.image_size)
         subjects = data.subjects if self.subject_disjoint else None

@@ -7,6 +7,13 @@ with the frozen autoencoder (batched, no grad) and cached in `<cache_dir>/<prefi
 written atomically. The key hashes the autoencoder's weights fingerprint and the spectrogram
 `data_key` (data, image size and split), so a new autoencoder or new data gives a new file and
 an unchanged pair is never encoded twice; an unreadable or outdated file is rebuilt.
+
+In a multi-process (DDP) run the file is encoded once: Lightning calls `prepare_data` on
+global rank 0 only while the others wait, and `setup` reads the file rank by rank
+(`mdvq.data.datamodule.build_once`), so a process that still finds no file (another node's
+disk) encodes it before the others of its node read it. `prepare_data` runs inside the
+training processes (also the workers of `ddp_spawn`), where the frozen autoencoder travels
+with the datamodule.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from mdvq.data.datamodule import SPLITS, SplitLoaders
+from mdvq.data.datamodule import SPLITS, SplitLoaders, build_once
 from mdvq.data.dataset import atomic_save_npz, cache_key
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,7 @@ class EncodedDataModule(SplitLoaders, L.LightningDataModule):
         self.datasets: dict = {}
         self.split_counts: dict[str, int] = {}
         self.cache_key: str | None = None
+        self.prepare_data_per_node = False  # global rank 0 only; setup covers other nodes
 
     # ----------------------------------------------------------------------------- attributes
     @property
@@ -118,30 +126,42 @@ class EncodedDataModule(SplitLoaders, L.LightningDataModule):
         return self.cache_dir / f"{self.cache_prefix}-{self._key()}.npz"
 
     def prepare_data(self) -> None:
-        """Build the spectrogram cache and this cache once (rank zero only)."""
+        """Build the spectrogram cache and this cache once (Lightning calls this on global rank
+        0 only; the other processes wait, then `setup` reads the files)."""
         self.spectrograms.prepare_data()
         if self.cache_dir is not None:
             self.spectrograms.setup("fit")
-            path = self.cache_path()
-            if self._read_cache(path) is None:
-                self._save(path, self._encode_all())
+            self._load_or_encode(self.cache_path(), announce=False)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load (or encode and cache) every split, then build the datasets (idempotent)."""
+        """Load (or encode and cache) every split, then build the datasets (idempotent). In a
+        multi-process run the cache is read rank by rank (`build_once`): only a process that
+        finds no file encodes it, the others read the finished file."""
         if self.datasets:
             return
+        trainer = getattr(self, "trainer", None)
+        if getattr(self.spectrograms, "trainer", None) is None:
+            self.spectrograms.trainer = trainer  # its setup orders its own cache by rank too
         self.spectrograms.setup(stage)
         self.cache_key = self._key()
         path = self.cache_path()
-        arrays = self._read_cache(path) if path is not None else None
-        if arrays is None:
+        if path is None:
             arrays = self._encode_all()
-            if path is not None:
-                self._save(path, arrays)
         else:
-            log.info("loaded cached %s from %s", self.cache_prefix, path)
+            arrays = build_once(lambda: self._load_or_encode(path), trainer)
         self._build(arrays)
         self.split_counts = {k: len(v) for k, v in self.datasets.items()}
+
+    def _load_or_encode(self, path: Path, announce: bool = True) -> dict[str, np.ndarray]:
+        """The arrays of the cache file at `path`, encoded and written (atomically) first when
+        it is missing or unreadable."""
+        arrays = self._read_cache(path)
+        if arrays is None:
+            arrays = self._encode_all()
+            self._save(path, arrays)
+        elif announce:
+            log.info("loaded cached %s from %s", self.cache_prefix, path)
+        return arrays
 
     def _encode_split(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encode one batch of spectrograms `(B, C, F, T)` in [-1, 1] on the encoding device;

@@ -17,8 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
+import torch.distributed as dist
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -63,6 +66,9 @@ def train(cfg: DictConfig) -> dict:
     `signal: "SIGTERM"` and the checkpoint to resume from, and raises Lightning's
     `SIGTERMException` with exit status 143 (128 + 15), so a scheduler sees a failed job and can
     requeue it; Ctrl-C likewise exits 130 (128 + 2). Checkpoints saved are at epoch ends.
+    Under `ddp_spawn` (trainer=ddp_cpu) the main process passes the SIGTERM on to its worker
+    processes, which stop the same way. `ckpt_path=last` resumes the interrupted run in its own
+    run folder (`resolve_ckpt_path`).
     """
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
@@ -72,11 +78,11 @@ def train(cfg: DictConfig) -> dict:
     metrics: dict[str, float] = {}
     checkpoints = None
     datamodule = model = trainer = None
-    previous_handler = _stop_on_sigterm(lambda: trainer)
+    received: dict[str, str] = {}
+    previous_handler = _stop_on_sigterm(lambda: trainer, received)
     loggers: list = []
     try:
-        if cfg.get("ckpt_path") and str(cfg.ckpt_path) not in ("last", "hpc", "registry"):
-            check_checkpoint(cfg.ckpt_path, key="ckpt_path")
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build(cfg.data.datamodule)
         model = build(cfg.model)
@@ -84,13 +90,13 @@ def train(cfg: DictConfig) -> dict:
         # maps or latents) wraps the datamodule: `model.wrap_datamodule(dm) -> DataModule`.
         if callable(getattr(model, "wrap_datamodule", None)):
             datamodule = model.wrap_datamodule(datamodule)
-        callbacks = instantiate_collection(cfg.get("callbacks")) + [KeepCSVColumns(),
-                                                                     ReleaseProcessGroup()]
+        callbacks = instantiate_collection(cfg.get("callbacks")) + [
+            KeepCSVColumns(), ReleaseProcessGroup(), StopTogetherOnSigterm()]
         loggers = instantiate_collection(cfg.get("logger"))
         trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         for lg in loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_floats(trainer.callback_metrics))
         # read before testing: `test(ckpt_path="best")` restores the checkpoint callback's state
         # saved in the best file, whose `last_model_path` is empty when it is from epoch 0
@@ -101,10 +107,17 @@ def train(cfg: DictConfig) -> dict:
             metrics.update(_floats(trainer.callback_metrics))
         summary.update(status="finished")
     except Exception as err:
+        if not received:
+            checkpoints = checkpoints or _checkpoints(trainer)
+            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+            log.error("run failed: %s (%s)", err, _kept(checkpoints))
+            raise
+        # a `ddp_spawn` worker stopped by the forwarded SIGTERM: the main process sees it fail
         checkpoints = checkpoints or _checkpoints(trainer)
-        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-        log.error("run failed: %s (%s)", err, _kept(checkpoints))
-        raise
+        summary.update(status="interrupted", signal=received["signal"],
+                       error=_interruption(err, received["signal"], trainer, checkpoints))
+        log.error("run %s", summary.data["error"])
+        raise SIGTERMException(128 + signal.SIGTERM) from err
     except BaseException as err:  # Ctrl-C, SIGTERM (timeout, SLURM preemption)
         checkpoints = checkpoints or _checkpoints(trainer)
         name = _signal_name(err)
@@ -139,11 +152,96 @@ def train(cfg: DictConfig) -> dict:
     return summary.data
 
 
+class StopTogetherOnSigterm(Callback):
+    """In a multi-process run, marks a SIGTERM without a collective inside the signal handler.
+
+    Lightning's SIGTERM handler broadcasts a tensor from rank 0 inside the handler; when the
+    ranks are signalled at different points of a batch (SLURM signals every task, the main
+    process of `ddp_spawn` forwards the signal to its workers), that broadcast meets another
+    collective (a gradient all-reduce) and the job hangs instead of stopping. Once Lightning has
+    installed its handler (before the sanity check and before training) this one replaces it
+    in processes of a group of several: it only marks the signal (and, in the process that
+    launched the others with `ddp`, passes it on to them, as Lightning's does). Lightning's loop
+    broadcasts the mark at the start of the next batch, so every rank stops there together
+    (SIGTERMException, exit 143). Lightning restores the previous handler at the end of the run.
+    """
+
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        """Install the handler before the sanity check's validation batches."""
+        self._install(trainer)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Install the handler (again: Lightning re-registers its own before each stage)."""
+        self._install(trainer)
+
+    @staticmethod
+    def _install(trainer) -> None:
+        if not (dist.is_available() and dist.is_initialized() and trainer.world_size > 1):
+            return
+        connector = trainer._signal_connector
+
+        def handler(signum, frame):
+            if not connector.received_sigterm:
+                log.info("rank %d: SIGTERM, stopping after the current batch", trainer.global_rank)
+                launcher = trainer.strategy.launcher
+                if launcher is not None and trainer.global_rank == 0:
+                    launcher.kill(signum)  # `ddp` children (a spawn worker has no processes)
+            connector.received_sigterm = True
+
+        try:
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            pass
+
+
 def _trainable_parameters(model) -> int | None:
     """Trainable parameters of the module (a prior's frozen autoencoder is not counted)."""
     if model is None:
         return None
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+RESUME_FILE = Path("checkpoints") / "last.ckpt"
+
+
+def resolve_ckpt_path(value, run_dir: str | Path) -> str | None:
+    """The checkpoint `trainer.fit` resumes from, for the config key `ckpt_path`.
+
+    - None: start fresh.
+    - "last": the run folder's newest checkpoint to resume from: `checkpoints/last.ckpt`
+      (rewritten after every validation) or Lightning's `hpc_ckpt_<n>.ckpt` (written into the
+      run folder on SLURM's requeue signal, see README), whichever is newer. Missing: a
+      FileNotFoundError naming `ckpt_path` and the folder (a resumed run must run in the
+      interrupted run's folder, e.g. `hydra.run.dir=<run folder>`). Lightning's own
+      `ckpt_path="last"` looks in the same folder but starts from scratch with a warning when
+      nothing is there, and only inside the training processes; this fails before anything runs.
+    - "auto": as "last", but start fresh when there is no checkpoint yet: for a job a scheduler
+      may requeue (the first start has none, a requeued one resumes).
+    - "hpc", "registry", "best": passed to Lightning as they are.
+    - a path: checked with `check_checkpoint` (readable, not truncated).
+    Returns the path as a string, a Lightning keyword, or None.
+    """
+    if value is None or str(value) == "":
+        return None
+    value = str(value)
+    if value in ("hpc", "registry", "best"):
+        return value
+    if value not in ("last", "auto"):
+        return str(check_checkpoint(value, key="ckpt_path"))
+    run_dir = Path(run_dir)
+    found = [p for p in [run_dir / RESUME_FILE, *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    if not found:
+        if value == "auto":
+            log.info("ckpt_path=auto: no checkpoint in %s yet, starting fresh", run_dir)
+            return None
+        raise FileNotFoundError(
+            f"ckpt_path=last: no checkpoint to resume from in the run folder {run_dir} (looked "
+            f"for {RESUME_FILE} and hpc_ckpt_*.ckpt). Resume in the interrupted run's folder "
+            "(hydra.run.dir=<run folder>), give the file (ckpt_path=<run folder>/"
+            f"{RESUME_FILE}), or use ckpt_path=auto to start fresh when there is none")
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    log.info("ckpt_path=%s: resuming from %s", value, newest)
+    return str(check_checkpoint(newest, key="ckpt_path"))
 
 
 def check_checkpoint(path: str | Path, key: str = "ckpt_path") -> Path:
@@ -275,16 +373,29 @@ def _interruption(err: BaseException, name: str | None, trainer, checkpoints: di
     return f"stopped by {name}{where}; {then}"
 
 
-def _stop_on_sigterm(get_trainer):
+def _stop_on_sigterm(get_trainer, received: dict | None = None):
     """Install a SIGTERM handler that raises Lightning's SIGTERMException while no trainer is
     running (data generation, model building), so a run stopped then still writes its summary
     and exits 143. While fitting, Lightning's own handler (which calls this one too) only marks
-    the signal and stops the loop after the current batch. Returns the previous handler
-    (`_NOT_INSTALLED` outside the main thread, where handlers cannot be set)."""
+    the signal and stops the loop after the current batch. In the main process of `ddp_spawn`,
+    where Lightning installs no handler (its loop runs in the spawned workers), it sends the
+    signal on to the workers, notes it in `received["signal"]`, waits for them to stop after
+    their current batch (at most `_WORKER_STOP_S`) and raises SIGTERMException: the workers
+    leave with status 0 and no results, for which Lightning's main process would otherwise
+    wait forever. Returns the previous handler (`_NOT_INSTALLED` outside the main thread,
+    where handlers cannot be set)."""
 
     def handler(signum, frame):
         trainer = get_trainer()
         if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
+            raise SIGTERMException()
+        launcher = getattr(trainer.strategy, "launcher", None)
+        if isinstance(launcher, _MultiProcessingLauncher) and launcher.procs:
+            if received is not None:
+                received["signal"] = "SIGTERM"
+            launcher.kill(signum)
+            for proc in launcher.procs:
+                proc.join(_WORKER_STOP_S)
             raise SIGTERMException()
 
     try:
@@ -295,6 +406,7 @@ def _stop_on_sigterm(get_trainer):
 
 
 _NOT_INSTALLED = object()
+_WORKER_STOP_S = 300  # seconds the main process of ddp_spawn waits for its workers to stop
 
 
 def _restore_sigterm(previous) -> None:
