@@ -13,12 +13,9 @@ import pytest
 import torch
 from conftest import ROOT, compose_cfg, run_cli, tiny_overrides
 
-from mdvq.runs import training
-
 # The key a requeueable job carries: "auto" resumes from the run folder's last.ckpt and starts
-# fresh when there is none (mdvq.runs.training.resolve_ckpt_path, branch `ddp`); before it,
-# Lightning's own "last" did the same (a warning when there is none).
-RESUME = "auto" if hasattr(training, "resolve_ckpt_path") else "last"
+# fresh when there is none (mdvq.runs.training.resolve_ckpt_path).
+RESUME = "auto"
 
 # Short runs: 2 training batches per epoch, no figure grid, nothing exported or tested.
 SHORT = [
