@@ -55,7 +55,7 @@ def score(classifier, prior, setting: dict, n_per_class: int, seed: int, batch_s
     probs = predict_proba(model, images)
     cond = conditional_accuracy(probs.argmax(1), labels, names)
     judge = judge_profile(probs, labels, names)
-    to01 = lambda x: ((x.float() + 1) / 2).clamp(0, 1)  # noqa: E731
+    to01 = lambda x: ((x.float() + 1) / 2).clamp(0, 1)
     test01, train01 = to01(dm.datasets["test"].tensors[0]), to01(dm.datasets["train"].tensors[0])
     extractor = ClassifierFeatures(model)
     rng = np.random.default_rng(seed)
@@ -88,7 +88,7 @@ def main() -> None:
     settings = [parse_setting(s) for s in args.settings]
     classifier = load_classifier_run(args.classifier)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True, check=False).stdout.strip()
     names = list(classifier.datamodule.class_names)
     print(f"| prior | steps | guidance | sampler | trunc. | acc | "
           f"{' | '.join(n[:8] for n in names)} | conf. | top share | FD/floor | samples/s |")
