@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import compose_cfg, data_overrides, tiny_overrides
 from ddp_worker import read_lines
 
@@ -26,6 +27,7 @@ def ranks_trained(path) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow  # several processes, 40-120 s: `make test-slow` (CI runs it)
 def test_ddp_builds_the_simulated_cache_once_and_both_ranks_train_on_it(tmp_path):
     cache = tmp_path / "cache"
     cfg = compose_cfg(tiny_overrides(tmp_path, data_cache=cache) + DDP + [
@@ -41,6 +43,7 @@ def test_ddp_builds_the_simulated_cache_once_and_both_ranks_train_on_it(tmp_path
     assert len({(t["examples"], t["key"]) for t in trained.values()}) == 1  # the same data
 
 
+@pytest.mark.slow  # several processes, 40-120 s: `make test-slow` (CI runs it)
 def test_ddp_builds_the_token_cache_once_and_both_ranks_train_on_it(tmp_path):
     from diffusers import VQModel
 

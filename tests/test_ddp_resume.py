@@ -22,6 +22,7 @@ SHORT = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
          "trainer=ddp_cpu", "export=false", "test=false"]
 
 
+@pytest.mark.slow  # several processes, 40-120 s: `make test-slow` (CI runs it)
 def test_sigterm_stops_a_ddp_run_and_ckpt_path_last_resumes_it(tmp_path):
     overrides = tiny_overrides(tmp_path) + SHORT + ["trainer.max_epochs=1000"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}

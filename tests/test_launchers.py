@@ -45,6 +45,7 @@ def job_path(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in parts if p))
 
 
+@pytest.mark.slow  # several processes, 40-120 s: `make test-slow` (CI runs it)
 def test_submitit_local_sweep_requeues_a_preempted_job_which_resumes_from_last_ckpt(
         tmp_path, data_cache, job_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
@@ -77,6 +78,7 @@ def test_submitit_local_sweep_requeues_a_preempted_job_which_resumes_from_last_c
     assert (state["epoch"], state["global_step"]) == (2, 6)  # 3 epochs x 2 batches, none repeated
 
 
+@pytest.mark.slow  # several processes, 40-120 s: `make test-slow` (CI runs it)
 def test_joblib_sweep_runs_two_jobs_in_parallel_workers(tmp_path, data_cache, job_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher",
                         reason="hydra-joblib-launcher not installed (pip install mdvq[joblib])")
