@@ -38,6 +38,18 @@ def _flag(value, key: str) -> bool:
     return value
 
 
+def check_switches(channels_last, compile, compile_mode, dynamic) -> tuple[bool, bool]:
+    """Validate the switches (errors name `callbacks.performance.<key>`); returns
+    `(channels_last, compile)`."""
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"callbacks.performance.compile_mode must be one of "
+                         f"{list(COMPILE_MODES)}, got {compile_mode!r}")
+    if dynamic is not None and not isinstance(dynamic, bool):
+        raise TypeError(f"callbacks.performance.dynamic must be true, false or null, "
+                        f"got {dynamic!r}")
+    return _flag(channels_last, "channels_last"), _flag(compile, "compile")
+
+
 def networks(module: torch.nn.Module) -> list[torch.nn.Module]:
     """The trainable networks of `module`: the first of :data:`NETWORK_ATTRS` it has that is an
     `nn.Module` (a frozen autoencoder inside a prior is not touched). ValueError if none."""
@@ -71,14 +83,7 @@ def apply_switches(module: torch.nn.Module, channels_last: bool = False, compile
     (:func:`compile_targets`) with `mode=compile_mode` and `dynamic` (False: one graph per
     input shape, fastest for fixed batch sizes; None: torch decides after a shape change).
     """
-    channels_last = _flag(channels_last, "channels_last")
-    compile = _flag(compile, "compile")
-    if compile_mode not in COMPILE_MODES:
-        raise ValueError(f"callbacks.performance.compile_mode must be one of "
-                         f"{list(COMPILE_MODES)}, got {compile_mode!r}")
-    if dynamic is not None and not isinstance(dynamic, bool):
-        raise ValueError(f"callbacks.performance.dynamic must be true, false or null, "
-                         f"got {dynamic!r}")
+    channels_last, compile = check_switches(channels_last, compile, compile_mode, dynamic)
     done = []
     for net in networks(module) if (channels_last or compile) else []:
         if channels_last:
@@ -107,14 +112,8 @@ class PerformanceSwitches(Callback):
 
     def __init__(self, channels_last: bool = False, compile: bool = False,
                  compile_mode: str = "default", dynamic: bool | None = False):
-        self.channels_last = _flag(channels_last, "channels_last")
-        self.compile = _flag(compile, "compile")
-        if compile_mode not in COMPILE_MODES:
-            raise ValueError(f"callbacks.performance.compile_mode must be one of "
-                             f"{list(COMPILE_MODES)}, got {compile_mode!r}")
-        if dynamic is not None and not isinstance(dynamic, bool):
-            raise TypeError(f"callbacks.performance.dynamic must be true, false or null, "
-                             f"got {dynamic!r}")
+        self.channels_last, self.compile = check_switches(channels_last, compile, compile_mode,
+                                                          dynamic)
         self.compile_mode = compile_mode
         self.dynamic = dynamic
         self.applied: list[str] = []
