@@ -17,7 +17,6 @@ import hydra
 from omegaconf import DictConfig
 
 from mdvq.runs.compose import config_dir
-from mdvq.runs.training import train
 
 log = logging.getLogger("mdvq.run")
 
@@ -69,6 +68,8 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
         return None
     if task != "fit":
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    from mdvq.runs.training import train  # Lightning: imported only when a run starts (--help)
+
     return objective(train(cfg), cfg.get("optimized_metric"))
 
 

@@ -113,3 +113,27 @@ def run_cli(args: list[str], cwd: Path = ROOT, timeout=600) -> subprocess.Comple
 def data_cache(tmp_path_factory) -> Path:
     """One shared simulated cache for every test of a module (generated once)."""
     return tmp_path_factory.mktemp("cache")
+
+
+# ---- one trained in-domain classifier, shared by tests/test_classifier.py and test_evaluate.py
+def classifier_run_overrides(tmp: Path) -> list[str]:
+    """A quick `experiment=classifier` run on 6 x 40 simulated spectrograms at 32x32 (12 epochs)."""
+    return [
+        "experiment=classifier", "model.channels=[16,32,64]", "data=radar", "data.image_size=[32,32]",
+        "data.datamodule.source.num_per_class=40", "data.datamodule.source.num_subjects=10",
+        "data.datamodule.source.progress=false", "data.datamodule.batch_size=16",
+        f"paths.output_root={tmp}", f"paths.output_dir={tmp / 'run'}",
+        f"paths.cache_dir={tmp / 'cache'}", "trainer.accelerator=cpu", "trainer.max_epochs=12",
+        "callbacks.training_budget.min_steps=0",  # 12 short epochs, not the 500-step budget
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    ]
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory) -> Path:
+    """The run folder of one classifier trained once per session (`classifier_run_overrides`)."""
+    from mdvq.runs.training import train
+
+    tmp = tmp_path_factory.mktemp("cls")
+    train(compose_cfg(classifier_run_overrides(tmp)))
+    return tmp / "run"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -18,27 +17,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mdvq.models.classifier import SpectrogramClassifier
 from mdvq.runs.summary import RunSummary
-from mdvq.runs.training import train
-
-
-def classifier_overrides(tmp: Path, cache: Path, per_class: int = 8, size: int = 16) -> list[str]:
-    """`mdvq.run experiment=classifier data=radar` on a small simulated set, quiet, outputs in tmp."""
-    return [
-        "experiment=classifier",
-        "data=radar",
-        f"data.image_size=[{size},{size}]",
-        f"data.datamodule.source.num_per_class={per_class}",
-        "data.datamodule.source.num_subjects=10",
-        "data.datamodule.source.progress=false",
-        "data.datamodule.batch_size=16",
-        f"paths.output_root={tmp}",
-        f"paths.output_dir={tmp / 'run'}",
-        f"paths.cache_dir={cache}",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "logger=csv",
-    ]
 
 
 # --------------------------------------------------------------------------- configs
@@ -190,17 +168,15 @@ def test_learns_separable_classes_and_logs_accuracy(tmp_path):
 
 
 # --------------------------------------------------------------------------- end to end
-def test_run_trains_the_classifier_on_simulated_data_well_above_chance(tmp_path):
-    """`mdvq.run experiment=classifier data=radar` end to end on 6 x 40 simulated spectrograms."""
-    cfg = compose_cfg(classifier_overrides(tmp_path, tmp_path / "cache", per_class=40, size=32)
-                      + ["trainer.max_epochs=12", "callbacks.training_budget.min_steps=0"])
-    summary = train(cfg)
-    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+def test_run_trains_the_classifier_on_simulated_data_well_above_chance(classifier_dir):
+    """`mdvq.run experiment=classifier data=radar` end to end on 6 x 40 simulated spectrograms
+    (the session's shared run, tests/conftest.py `classifier_dir`)."""
+    on_disk = json.loads((classifier_dir / "summary.json").read_text())
     assert on_disk["status"] == "finished" and on_disk["model"] == "classifier"
     assert "pretrained_dir" not in on_disk  # nothing to export
-    best_path = RunSummary.read(tmp_path / "run", model="classifier").checkpoint("best")
+    best_path = RunSummary.read(classifier_dir, model="classifier").checkpoint("best")
     assert best_path is not None
-    metrics = summary["metrics"]
+    metrics = on_disk["metrics"]
     assert {"val/acc", "test/acc", "test/loss"} <= set(metrics)
     chance = 1 / 6
     assert metrics["test/acc"] > 3 * chance, metrics  # well above chance (6 classes)

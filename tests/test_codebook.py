@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from diffusers import VQModel
 from hydra import compose, initialize_config_dir
 
@@ -229,107 +226,44 @@ def test_export_to_diffusers_keeps_codes_and_reconstructions(tmp_path, options):
 
 
 # --------------------------------------------------------------------------- DDP codebook identity
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def two_ranks() -> dict:
+    """Every two-rank case of tests/codebook_ddp_worker.py, from one `mp.spawn` of 2 gloo ranks."""
+    from codebook_ddp_worker import run_two_ranks
+
+    return run_two_ranks()
 
 
-def _ddp_worker(rank: int, port: int, options: dict, sync: bool, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        if not sync:  # negative control: no all-reduce, no shared sampling
-            cb._distributed = lambda: False
-        torch.manual_seed(0)  # same initial weights on both ranks
-        q = CodebookQuantizer(4, 32, 0.25, CodebookOptions(**options))
-        learned = [p for p in q.parameters() if p.requires_grad]
-        ddp = torch.nn.parallel.DistributedDataParallel(q, broadcast_buffers=False) if learned else q
-        opt = torch.optim.SGD(learned, lr=0.5) if learned else None
-        torch.manual_seed(100 + rank)  # different data and sampling RNG on each rank
-        identical = []
-        for step in range(6):
-            z = torch.randn(2, 4, 4, 4) * (1 + rank) + step
-            z_q, _, loss, _ = ddp(z)
-            loss = loss + z_q.square().mean()  # a stand-in decoder loss reaching project_out
-            if opt is not None:  # a learned codebook / projections: DDP averages the gradients
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            gathered = [torch.empty_like(q.embed.data) for _ in range(2)]
-            torch.distributed.all_gather(gathered, q.embed.data.contiguous())
-            identical.append(torch.equal(gathered[0], gathered[1]))
-        out[rank] = (identical, int(q.restarts))
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-def run_two_ranks(options: dict, sync: bool = True) -> dict:
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_ddp_worker, args=(_free_port(), options, sync, out), nprocs=2, join=True)
-        return dict(out)
-
-
-DDP_OPTIONS = {
-    "healthy": {"kmeans_init": True, "restart_after_steps": 2, "ema_decay": 0.9},
-    "learned-restart-lowdim": {"kmeans_init": True, "restart_after_steps": 2, "lookup_dim": 3},
-}
-
-
-@pytest.mark.parametrize("name", list(DDP_OPTIONS))
-def test_ddp_ranks_hold_the_identical_codebook_after_every_step(name):
-    out = run_two_ranks(DDP_OPTIONS[name])
+@pytest.mark.parametrize("name", ["healthy", "learned-restart-lowdim"])
+def test_ddp_ranks_hold_the_identical_codebook_after_every_step(two_ranks, name):
     for rank in (0, 1):
-        identical, restarts = out[rank]
+        identical, restarts = two_ranks[rank]["identity"][name][True]
         assert identical == [True] * 6, (name, rank, identical)
         assert restarts > 0  # restarts did happen (and were shared)
     # the check can fail: without synchronisation the ranks drift apart
-    unsynced = run_two_ranks(DDP_OPTIONS[name], sync=False)
-    assert not all(unsynced[0][0])
+    unsynced, _ = two_ranks[0]["identity"][name][False]
+    assert not all(unsynced)
 
 
-
-def _ema_data(rank: int, step: int) -> torch.Tensor:
-    """Rank `rank`'s batch at `step` (B=2, D=4, 4x4): different data on each rank."""
-    g = torch.Generator().manual_seed(1000 * rank + step)
-    return torch.randn(2, 4, 4, 4, generator=g) * (1 + rank) + step
-
-
-def _ema_worker(rank: int, port: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        torch.manual_seed(0)
-        q = CodebookQuantizer(4, 32, 0.25, CodebookOptions(ema_decay=0.9)).train()
-        for step in range(4):
-            q(_ema_data(rank, step))
-        out[rank] = {k: getattr(q, k).clone() for k in ("embed", "cluster_size", "embed_avg")}
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-def test_ddp_ema_codebook_equals_one_process_on_the_pooled_batches():
+def test_ddp_ema_codebook_equals_one_process_on_the_pooled_batches(two_ranks):
     """Two ranks each seeing half of every batch end with the EMA codebook (cluster sizes, sums
     and codes) of one process seeing the whole batch: the EMA statistics are summed across
     ranks before the update, not averaged or kept per rank."""
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_ema_worker, args=(_free_port(), out), nprocs=2, join=True)
-        ranks = dict(out)
+    from codebook_ddp_worker import EMA_STEPS, ema_data
+
     torch.manual_seed(0)
     pooled = CodebookQuantizer(4, 32, 0.25, CodebookOptions(ema_decay=0.9)).train()
     start = pooled.embed.clone()
-    for step in range(4):
-        pooled(torch.cat([_ema_data(0, step), _ema_data(1, step)]))
+    for step in range(EMA_STEPS):
+        pooled(torch.cat([ema_data(0, step), ema_data(1, step)]))
     for rank in (0, 1):
         for key in ("embed", "cluster_size", "embed_avg"):
-            torch.testing.assert_close(ranks[rank][key], getattr(pooled, key), rtol=1e-5,
-                                       atol=1e-6, msg=f"rank {rank} {key}")
+            torch.testing.assert_close(two_ranks[rank]["ema"][key], getattr(pooled, key),
+                                       rtol=1e-5, atol=1e-6, msg=f"rank {rank} {key}")
     assert not torch.allclose(pooled.embed, start), "the codebook moved"
     # the check can fail: one rank's half alone gives another codebook
     torch.manual_seed(0)
     half = CodebookQuantizer(4, 32, 0.25, CodebookOptions(ema_decay=0.9)).train()
-    for step in range(4):
-        half(_ema_data(0, step))
+    for step in range(EMA_STEPS):
+        half(ema_data(0, step))
     assert not torch.allclose(half.embed, pooled.embed, atol=1e-4)

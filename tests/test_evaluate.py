@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_cfg
+from conftest import classifier_run_overrides
 from torch import nn
 
 from mdvq.evaluate import main as evaluate_main
@@ -23,7 +20,6 @@ from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
 from mdvq.evaluation.generation import evaluate_generation
 from mdvq.runs.samples import check_compatible, load_samples, write_samples
 from mdvq.runs.summary import RunSummary
-from mdvq.runs.training import train
 from mdvq.utils.cli import run as run_command
 
 
@@ -144,26 +140,7 @@ def test_command_line_arguments():
 
 
 # --------------------------------------------------------------------------- end to end
-def classifier_overrides(tmp: Path) -> list[str]:
-    """A quick classifier run on 6 x 40 simulated spectrograms at 32x32."""
-    return [
-        "experiment=classifier", "model.channels=[16,32,64]", "data=radar", "data.image_size=[32,32]",
-        "data.datamodule.source.num_per_class=40", "data.datamodule.source.num_subjects=10",
-        "data.datamodule.source.progress=false", "data.datamodule.batch_size=16",
-        f"paths.output_root={tmp}", f"paths.output_dir={tmp / 'run'}",
-        f"paths.cache_dir={tmp / 'cache'}", "trainer.accelerator=cpu", "trainer.max_epochs=12",
-        "callbacks.training_budget.min_steps=0",  # 12 short epochs, not the 500-step budget
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    ]
-
-
-@pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("cls")
-    train(compose_cfg(classifier_overrides(tmp)))
-    return tmp / "run"
-
-
+# `classifier_dir`: the session fixture of tests/conftest.py (shared with test_classifier.py)
 @pytest.fixture(scope="module")
 def classifier_run(classifier_dir):
     return load_classifier_run(classifier_dir)
@@ -187,7 +164,7 @@ def test_run_is_reloaded_with_the_same_data_and_split(classifier_dir, classifier
     assert classifier_run.checkpoint == best
     # a bare checkpoint, given the data by Hydra overrides, finds the same data and split
     ckpt = shutil.copy(best, tmp_path / "c.ckpt")
-    data = [o for o in classifier_overrides(classifier_dir.parent)
+    data = [o for o in classifier_run_overrides(classifier_dir.parent)
             if o.startswith(("data", "paths.cache_dir"))]
     bare = load_classifier_run(ckpt, overrides=data)
     assert bare.datamodule.data_key == summary["data_key"]
@@ -224,15 +201,13 @@ def test_real_test_split_as_samples_scores_like_real_data(classifier_run, tmp_pa
     assert m2["fd_samples_test"] == pytest.approx(m["fd_samples_test"], abs=1e-6)  # labels-blind
 
 
-def test_command_line_writes_metrics_with_tstr(classifier_dir, classifier_run, tmp_path):
+def test_command_line_writes_metrics_with_tstr(classifier_dir, classifier_run, tmp_path, capsys):
     samples = real_test_samples(classifier_run, tmp_path / "samples")
     out = tmp_path / "eval"
     args = [f"classifier={classifier_dir}", f"samples={samples}", f"out={out}",
             "trainer.max_epochs=20", "seed=7"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mdvq.evaluate", *args], cwd=ROOT, env=env, check=False,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = run_command(evaluate_main, args)  # the command's entry, in this process
+    assert status == 0, capsys.readouterr().err[-3000:]
     result = json.loads((out / "metrics.json").read_text())
     m = result["metrics"]
     # the "samples" are the real test images with their labels: a classifier trained on them

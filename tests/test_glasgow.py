@@ -345,18 +345,24 @@ def test_skip_bad_file_with_warning_and_count(campaigns, caplog):
         GlasgowSource(campaigns, num_workers=2, **TINY).load()
 
 
-@pytest.mark.slow
 def test_reading_speed_of_a_10s_file(tmp_path):
-    """A 10 s recording (1.28M lines) parses in ~0.6 s (line-by-line readers: ~1.5 s)."""
+    """A 10 s recording (1.28M lines) parses in ~0.6 s of CPU (line-by-line readers: ~1.5 s).
+
+    The file repeats one distinct second ten times (formatting 1.28M lines in Python would
+    take longer than the parse measured); the bound is on CPU time, not wall time, so a busy
+    machine does not fail it."""
     import time
 
     rng = np.random.default_rng(0)
-    n = 128 * 10_000
+    n = 128 * 1_000  # one second of sweeps
     z = np.round(rng.normal(size=n) * 100, 4) + 1j * np.round(rng.normal(size=n), 4)
-    path = tmp_path / "1P01A01R1.dat"
-    write_dat(path, z.reshape(-1, 128).T)
-    start = time.perf_counter()
+    path = write_dat(tmp_path / "1P01A01R1.dat", z.reshape(-1, 128).T)
+    *head, body = path.read_text().split("\n", 4)  # 4 header lines, then the samples
+    path.write_text("\n".join(head) + "\n" + body * 10)  # 10 s: 10,000 sweeps
+    start = time.process_time()
     rec = read_glasgow_dat(path)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
+    assert rec.data.shape == (128, 10_000)
     np.testing.assert_allclose(rec.data[:, 1], z[128:256], rtol=1e-6)
-    assert elapsed < 5.0, f"parsing took {elapsed:.2f} s"
+    np.testing.assert_allclose(rec.data[:, 1_001], z[128:256], rtol=1e-6)  # second 2, sweep 1
+    assert elapsed < 5.0, f"parsing took {elapsed:.2f} s of CPU"

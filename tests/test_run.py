@@ -10,6 +10,7 @@ import torch
 from conftest import CONF, ROOT, compose_cfg, run_cli, tiny_overrides
 from omegaconf import OmegaConf
 
+from mdvq.run import main as run_main
 from mdvq.runs.summary import RunSummary
 from mdvq.runs.training import train
 
@@ -132,9 +133,11 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data_
 
 
 def test_preview_command_writes_png(tmp_path, data_cache):
+    """`python -m mdvq.run task=preview`, in this process: Hydra's main called with the composed
+    config dispatches on `task` as the command line does (test_phase1_experiment_writes_the_decision
+    runs the command line itself)."""
     overrides = [o for o in tiny_overrides(tmp_path, data_cache=data_cache) if not o.startswith("model.")]
-    proc = run_cli(["mdvq.run", "task=preview", *overrides], cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run_main(compose_cfg(["task=preview", *overrides])) is None
     png = tmp_path / "run" / "preview.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
 

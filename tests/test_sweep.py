@@ -136,25 +136,23 @@ def test_summariser_rejects_a_missing_folder(tmp_path):
         collect_runs(tmp_path / "nowhere")
 
 
-def test_summariser_on_a_real_2x2_multirun(tmp_path, data_cache):
+def test_summariser_on_a_real_2x1_multirun(tmp_path, data_cache, capsys):
     proc = multirun(tmp_path, data_cache, "model/codebook=plain",
-                    "model.num_vq_embeddings=8,16", "model.commitment_cost=0.1,1.0")
+                    "model.num_vq_embeddings=8,16", "model.commitment_cost=0.1", "export=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = tmp_path / "sweep"
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
 
-    out = subprocess.run([sys.executable, "-m", "mdvq.sweep", str(sweep), "sort=test/psnr"],
-                         check=False, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "Jobs ranked by `test/psnr` (4 jobs)." in out.stdout
+    assert main([str(sweep), "sort=test/psnr"]) == 0  # `python -m mdvq.sweep`, in this process
+    assert "Jobs ranked by `test/psnr` (2 jobs)." in capsys.readouterr().out
     with open(sweep / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["K"], r["commitment_cost"]) for r in rows} == {
-        ("8", "0.1"), ("16", "0.1"), ("8", "1.0"), ("16", "1.0")}
+    assert {(r["K"], r["commitment_cost"]) for r in rows} == {("8", "0.1"), ("16", "0.1")}
     assert all(r["status"] == "finished" and r["technique"] == "plain" for r in rows)
     psnr = [float(r["psnr_db"]) for r in rows]
     assert psnr == sorted(psnr, reverse=True) and all(0 < p < 100 for p in psnr)
-    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    assert len(set(psnr)) == 2, "two different models, two PSNRs: the ranking is not vacuous"
+    assert [r["rank"] for r in rows] == ["1", "2"]
     for r in rows:  # the table holds what each job's own summary says
         summary = json.loads((sweep / r["job"] / "summary.json").read_text())
         assert float(r["psnr_db"]) == summary["metrics"]["test/psnr"]

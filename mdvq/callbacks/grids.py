@@ -33,11 +33,19 @@ def spectrogram_grid_figure(
     and freqs_hz `(F,)` ascending Doppler in Hz give the axes (bins without them), drawn by
     `mdvq.utils.plotting.plot_spectrogram` (origin="lower": positive Doppler up) on a shared [0,1]
     colour bar. Each reconstruction is titled with its PSNR in dB.
+
+    The margins are fixed (in inches) rather than computed by matplotlib's constrained layout,
+    which took about two thirds of the figure's cost (about 1.2 s -> 0.5 s of CPU for 8
+    examples, drawn at every validation epoch).
     """
     targets, recons = np.asarray(targets), np.asarray(recons)
     n = len(targets)
     psnr = psnr_per_image(torch.from_numpy(recons), torch.from_numpy(targets)).numpy()
-    fig = Figure(figsize=(2.2 * n + 1.0, 4.6), layout="constrained")
+    width, height = 2.2 * n + 1.6, 4.6  # inches: panels, then the y labels and the colour bar
+    left, right, bottom, top = 0.9, 1.0, 0.55, 0.75  # margins in inches
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
+                        top=1 - top / height, wspace=0.08, hspace=0.25)
     axes = fig.subplots(2, n, squeeze=False, sharex=True, sharey=True)
     image = None
     for i in range(n):
@@ -48,7 +56,9 @@ def spectrogram_grid_figure(
             ax.label_outer()
     for row, name in enumerate(("input", "reconstruction")):
         axes[row, 0].set_ylabel(f"{name}\n{axes[row, 0].get_ylabel()}")
-    fig.colorbar(image, ax=axes.ravel().tolist(), label="normalised magnitude [0,1]", shrink=0.9)
+    bar = fig.add_axes((1 - 0.85 / width, bottom / height, 0.12 / width,
+                        1 - (bottom + top) / height))
+    fig.colorbar(image, cax=bar, label="normalised magnitude [0,1]")
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig
