@@ -20,7 +20,7 @@ run: $(STAMP)  ## main job: python -m mdvq.run model=vqvae data=radar (extra ove
 test: $(STAMP)  ## default test suite (excludes tests marked slow)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-test-slow: $(STAMP)  ## only the tests marked slow (none today; pytest's "none selected", 5, is no error)
+test-slow: $(STAMP)  ## only the tests marked slow: multi-process DDP and launcher runs (CI runs them after `make test`)
 	$(BIN)/python -m pytest -q -m slow $(ARGS) || test $$? -eq 5
 
 preview: $(STAMP)  ## PNG grid of the simulated data, one example per class
