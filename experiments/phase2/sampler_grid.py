@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -97,7 +98,7 @@ def main() -> None:
         prior, source = load_prior(path, "cpu")
         for setting in settings:
             row = score(classifier, prior, setting, args.n_per_class, args.seed, args.batch_size)
-            row.update(prior=str(path), checkpoint=str(source), commit=commit,
+            row.update(prior=str(path), checkpoint=os.path.relpath(source), commit=commit,
                        machine=f"{platform.node()} {torch.get_num_threads()} threads")
             per = " | ".join(f"{row['per_class'][n]:.2f}" for n in names)
             print(f"| {Path(path).name} | {row['steps']} | {row['guidance']} | {row['sampler']} | "
