@@ -136,19 +136,28 @@ def test_summariser_rejects_a_missing_folder(tmp_path):
         collect_runs(tmp_path / "nowhere")
 
 
-def test_summariser_on_a_real_2x1_multirun(tmp_path, data_cache, capsys):
-    proc = multirun(tmp_path, data_cache, "model/codebook=plain",
-                    "model.num_vq_embeddings=8,16", "model.commitment_cost=0.1", "export=false")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = tmp_path / "sweep"
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+@pytest.fixture(scope="module")
+def mixed_sweep(tmp_path_factory, data_cache):
+    """One real 2x2 multirun (K=8,16 x norm_num_groups=3,4; export=false). Hydra's basic sweeper
+    orders the swept keys by name, so jobs 0 and 1 (norm_num_groups=3, which cannot divide the
+    channels; K=8 and 16) fail at construction and jobs 2 and 3 (K=8 and 16) train.
+    Returns (the process, the sweep folder)."""
+    tmp = tmp_path_factory.mktemp("mixed")
+    proc = multirun(tmp, data_cache, "model/codebook=plain", "model.commitment_cost=0.1",
+                    "model.num_vq_embeddings=8,16", "model.norm_num_groups=3,4", "export=false")
+    return proc, tmp / "sweep"
+
+
+def test_summariser_on_a_real_multirun(mixed_sweep, capsys):
+    _, sweep = mixed_sweep
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
 
     assert main([str(sweep), "sort=test/psnr"]) == 0  # `python -m mdvq.sweep`, in this process
-    assert "Jobs ranked by `test/psnr` (2 jobs)." in capsys.readouterr().out
+    assert "Jobs ranked by `test/psnr` (4 jobs)." in capsys.readouterr().out
     with open(sweep / "sweep.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r["status"] == "finished"]
     assert {(r["K"], r["commitment_cost"]) for r in rows} == {("8", "0.1"), ("16", "0.1")}
-    assert all(r["status"] == "finished" and r["technique"] == "plain" for r in rows)
+    assert all(r["technique"] == "plain" for r in rows)
     psnr = [float(r["psnr_db"]) for r in rows]
     assert psnr == sorted(psnr, reverse=True) and all(0 < p < 100 for p in psnr)
     assert len(set(psnr)) == 2, "two different models, two PSNRs: the ranking is not vacuous"
@@ -161,22 +170,23 @@ def test_summariser_on_a_real_2x1_multirun(tmp_path, data_cache, capsys):
     assert (sweep / "sweep.png").stat().st_size > 10_000 and (sweep / "sweep.md").exists()
 
 
-def test_failing_job_is_reported_and_the_others_finish(tmp_path, data_cache):
-    # norm_num_groups=3 cannot divide the channels: job 0 fails at construction, job 1 trains
-    proc = multirun(tmp_path, data_cache, "model/codebook=plain", "model.num_vq_embeddings=8",
-                    "model.norm_num_groups=3,4", "export=false")
+def test_failing_job_is_reported_and_the_others_finish(mixed_sweep):
+    proc, sweep = mixed_sweep
     assert proc.returncode != 0  # the basic sweeper re-raises after the whole batch
     assert "norm_num_groups" in proc.stderr
-    sweep = tmp_path / "sweep"
-    failed = json.loads((sweep / "0" / "summary.json").read_text())
-    assert failed["status"] == "failed" and "norm_num_groups" in failed["error"]
-    assert failed["config"]["model"]["norm_num_groups"] == 3
-    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "finished"
+    for job in ("0", "1"):
+        failed = json.loads((sweep / job / "summary.json").read_text())
+        assert failed["status"] == "failed" and "norm_num_groups" in failed["error"]
+        assert failed["config"]["model"]["norm_num_groups"] == 3
+    for job in ("2", "3"):
+        assert json.loads((sweep / job / "summary.json").read_text())["status"] == "finished"
 
     rows, md = summarise(sweep)
-    assert [(r["job"], r["status"], r["rank"]) for r in rows] == [("1", "finished", 1),
-                                                                  ("0", "failed", None)]
+    assert [(r["status"], r["rank"]) for r in rows] == [("finished", 1), ("finished", 2),
+                                                        ("failed", None), ("failed", None)]
+    assert {r["job"] for r in rows[2:]} == {"0", "1"}
     assert re.search(r"- job 0 \(failed; K=8, .*\): ValueError: .*norm_num_groups", md)
+    assert re.search(r"- job 1 \(failed; K=16, .*\): ValueError: .*norm_num_groups", md)
 
 
 def test_optuna_search_runs_two_trials_on_both_objectives(tmp_path, data_cache):
