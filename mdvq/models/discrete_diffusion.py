@@ -313,7 +313,7 @@ class MaskReplaceDiffusion(torch.nn.Module):
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
-        _check_truncation(truncation)
+        check_truncation(truncation)
         if truncation < 1.0:
             inner = predict_log_x0
 
@@ -399,7 +399,8 @@ def truncate_log_x0(log_x0: torch.Tensor, rate: float) -> torch.Tensor:
     return torch.log_softmax(out, dim=1)
 
 
-def _check_truncation(rate: float) -> None:
+def check_truncation(rate: float) -> None:
+    """ValueError unless the truncation rate lies in (0, 1] (1 = off)."""
     if not (0.0 < float(rate) <= 1.0):
         raise ValueError(f"truncation must lie in (0, 1] (1 = off), got {rate}")
 

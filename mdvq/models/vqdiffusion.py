@@ -32,7 +32,7 @@ from mdvq.models.discrete_diffusion import (
     SAMPLERS,
     T_SAMPLING,
     MaskReplaceDiffusion,
-    _check_truncation,
+    check_truncation,
     guided_log_x0,
 )
 from mdvq.models.losses import check_finite, configure_optimization
@@ -378,7 +378,7 @@ def _check_args(**kw) -> None:
     if kw["sampler"] not in SAMPLERS:
         raise ValueError(f"model.sampler must be one of {list(SAMPLERS)}, got {kw['sampler']!r}")
     try:
-        _check_truncation(kw["sample_truncation"])
+        check_truncation(kw["sample_truncation"])
     except ValueError as err:
         raise ValueError(f"model.sample_{err}") from None
     if kw["val_samples_per_class"] < 0 or kw["sample_every_n_epochs"] < 1:

@@ -142,10 +142,11 @@ def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
                          f"{sampler!r}")
     options = {"sampler": sampler}
     if kind == "vqdiffusion":
+        from mdvq.models.discrete_diffusion import check_truncation
+
         truncation = float(module.hparams.get("sample_truncation", 1.0)
                            if truncation is None else truncation)
-        if not 0.0 < truncation <= 1.0:
-            raise ValueError(f"truncation must lie in (0, 1] (1 = off), got {truncation}")
+        check_truncation(truncation)
         options["truncation"] = truncation
     elif truncation is not None:
         raise ValueError(f"truncation applies to VQ-Diffusion priors only; this is a {kind} prior")
