@@ -33,6 +33,9 @@ from mdvq.benchmarks.timing import interleaved, marginal_cost
 from mdvq.utils import cli
 
 SECTIONS = ("framework", "data", "sampling", "switches")
+PARITY_PRECISION = "32-true"
+"""Precision of the framework arm compared with the raw loop (float32, as the raw loop runs),
+whatever `trainer.precision` says; the `bf16` switch is measured as its own arm."""
 SWITCHES = ("channels_last", "fused", "bf16", "compile")
 """Switch names of `switches=`: the perf callback's channels_last and compile
 (conf/callbacks/performance.yaml), `model.optimizer.fused`, `trainer.precision=bf16-mixed`."""
@@ -160,8 +163,8 @@ class Bench:
             fits = self.time_arms({
                 "raw": self.tracked(f"train {name} (raw loop)",
                                     lambda n, bm=bm: loops.raw_run(bm, n, self.device)),
-                "framework": self.tracked(f"train {name} (Lightning)",
-                                          lambda n, bm=bm: loops.framework_run(bm, n, self.device)),
+                "framework": self.tracked(f"train {name} (Lightning)", lambda n, bm=bm: (
+                    loops.framework_run(bm, n, self.device, precision=PARITY_PRECISION))),
             })
             raw, fw = fits["raw"]["per_batch_s"], fits["framework"]["per_batch_s"]
             rows.append({"model": name, "batch": bm.batch, "raw s/batch": raw,
@@ -174,9 +177,11 @@ class Bench:
     def switches(self) -> None:
         bm = self.model("vqvae")
         variants = {"raw loop": lambda n: loops.raw_run(bm, n, self.device),
-                    "framework": lambda n: loops.framework_run(bm, n, self.device)}
-        kwargs_of = {"channels_last": {"channels_last": True}, "fused": {"fused": True},
-                     "bf16": {"precision": "bf16-mixed"}, "compile": {"compile": True}}
+                    "framework": lambda n: loops.framework_run(bm, n, self.device,
+                                                               precision=PARITY_PRECISION)}
+        fp32 = {"precision": PARITY_PRECISION}
+        kwargs_of = {"channels_last": {**fp32, "channels_last": True}, "fused": {**fp32, "fused": True},
+                     "bf16": {"precision": "bf16-mixed"}, "compile": {**fp32, "compile": True}}
         for s in self.opts["switches"]:
             variants[f"framework + {s}"] = (
                 lambda n, kw=kwargs_of[s]: loops.framework_run(bm, n, self.device, **kw))
@@ -185,6 +190,8 @@ class Bench:
             combo.remove("fused")  # precision cannot clip gradients (trainer.gradient_clip_val)
         if len(combo) > 1:
             both = {k: v for s in combo for k, v in kwargs_of[s].items()}
+            if "bf16" in combo:
+                both["precision"] = "bf16-mixed"
             variants["framework + " + " + ".join(combo)] = (
                 lambda n: loops.framework_run(bm, n, self.device, **both))
         self.say(f"switches on the default autoencoder (vqvae, batch {bm.batch})")

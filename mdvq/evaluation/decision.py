@@ -185,7 +185,8 @@ def decide_runs(vq_run: str | os.PathLike, kl_run: str | os.PathLike, psnr_margi
 
     Reads `test/psnr`, `test/codebook_usage` (and, when logged, `test/codebook_selections`) of
     the VQ-VAE run and `test/psnr` of the KL-VAE run; warns when their `data_key` (data +
-    split) differ. Raises DataError naming the file for a missing or wrong-kind run.
+    split) or training precisions differ. Raises DataError naming the file for a missing or
+    wrong-kind run.
     """
     vq = RunSummary.read(vq_run, model="vqvae", key="VQ_RUN (are the runs swapped?)")
     kl = RunSummary.read(kl_run, model="klvae", key="KL_RUN (are the runs swapped?)")
@@ -193,6 +194,10 @@ def decide_runs(vq_run: str | os.PathLike, kl_run: str | os.PathLike, psnr_margi
         log.warning("the runs used different data or splits (data_key %r in %s, %r in %s): "
                     "the comparison is not on the same held-out split",
                     vq.data_key, vq.path, kl.data_key, kl.path)
+    if _precision(vq) != _precision(kl):
+        log.warning("the runs trained in different precisions (%s in %s, %s in %s): the PSNR "
+                    "margin compares numerics as well as latents", _precision(vq), vq.path,
+                    _precision(kl), kl.path)
     selections = vq.metrics.get(SELECTIONS_KEY)
     num_codes = (vq.config.get("model") or {}).get("num_vq_embeddings")
     decision = decide(vq.metric(PSNR_KEY), vq.metric(USAGE_KEY), kl.metric(PSNR_KEY),
@@ -200,6 +205,12 @@ def decide_runs(vq_run: str | os.PathLike, kl_run: str | os.PathLike, psnr_margi
                       usage_selections=selections, num_codes=num_codes)
     return dataclasses.replace(decision, vq_run=str(vq.run_dir), kl_run=str(kl.run_dir),
                                data_key=vq.data_key)
+
+
+def _precision(run: RunSummary) -> str | None:
+    """The precision a run trained in: the one it used (`precision`, written since bf16 became
+    the default), else its configured `trainer.precision`, else None."""
+    return run.data.get("precision") or (run.config.get("trainer") or {}).get("precision")
 
 
 def write_decision(decision: Decision, path: str | os.PathLike) -> Path:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mdvq.data.datamodule import EpochShuffleSampler
 from mdvq.evaluation.accuracy import loader_accuracy
+from mdvq.runs.precision import usable_precision
 from mdvq.runs.training import build
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ def train_on_synthetic(
                                  auto_insert_metric_name=False)
     tcfg = OmegaConf.merge(trainer_cfg, trainer_overrides or {})
     tcfg.default_root_dir = str(out_dir)
-    trainer: L.Trainer = instantiate(tcfg, callbacks=[checkpoint],
+    precision = usable_precision(tcfg.get("precision", "32-true"), tcfg.get("accelerator", "auto"))
+    trainer: L.Trainer = instantiate(tcfg, callbacks=[checkpoint], precision=precision,
                                      logger=CSVLogger(out_dir, name="csv"))
     trainer.fit(model, datamodule=data)
     best = checkpoint.best_model_path
