@@ -387,6 +387,7 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
         assert all("#" in ln for ln in lines[2:] if not ln.strip().startswith("- ")), path
 
 
+@pytest.mark.slow  # several processes (DDP on CPU): `make test-slow` (CI runs it)
 def test_ddp_two_processes_report_the_same_figures_as_one(tmp_path):
     monitor = CodebookMonitor(dead_code_window=1, log_histogram=False)
     trainer = trainer_for(

@@ -234,6 +234,7 @@ def two_ranks() -> dict:
     return run_two_ranks()
 
 
+@pytest.mark.slow  # several processes (DDP on CPU): `make test-slow` (CI runs it)
 @pytest.mark.parametrize("name", ["healthy", "learned-restart-lowdim"])
 def test_ddp_ranks_hold_the_identical_codebook_after_every_step(two_ranks, name):
     for rank in (0, 1):
@@ -245,6 +246,7 @@ def test_ddp_ranks_hold_the_identical_codebook_after_every_step(two_ranks, name)
     assert not all(unsynced)
 
 
+@pytest.mark.slow  # several processes (DDP on CPU): `make test-slow` (CI runs it)
 def test_ddp_ema_codebook_equals_one_process_on_the_pooled_batches(two_ranks):
     """Two ranks each seeing half of every batch end with the EMA codebook (cluster sizes, sums
     and codes) of one process seeing the whole batch: the EMA statistics are summed across

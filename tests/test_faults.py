@@ -38,6 +38,7 @@ def csv_rows(run) -> list[dict]:
 
 
 # ---- DDP with the default loggers and callbacks --------------------------------------------
+@pytest.mark.slow  # several processes (DDP on CPU): `make test-slow` (CI runs it)
 def test_ddp_cpu_default_run_keeps_fit_and_test_metrics(tmp_path, data_cache):
     """`trainer=ddp_cpu` spawns fresh workers for `test`; the CSV log must keep the fit rows."""
     cfg = compose_cfg(tiny_overrides(tmp_path, data_cache=data_cache)
