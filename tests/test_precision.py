@@ -93,3 +93,22 @@ def test_the_decision_warns_when_the_runs_trained_in_different_precisions(tmp_pa
         assert "precisions" not in caplog.text
         decide_runs(vq, kl_old, **thresholds())
     assert f"different precisions (bf16-mixed in {vq / 'summary.json'}, 32-true in " in caplog.text
+
+
+SHORT_RUN = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+             "~callbacks.spectrogram_grid", "callbacks.codebook_monitor.log_histogram=false",
+             "callbacks.training_budget.min_steps=0", "export=false", "test=false"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_run_records_the_precision_it_trained_in(tmp_path, monkeypatch, caplog, native):
+    from conftest import tiny_overrides
+    from mdvq.runs.training import train
+
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger=prec.__name__):
+        summary = train(compose_cfg(tiny_overrides(tmp_path) + SHORT_RUN))
+    assert summary["status"] == "finished"
+    assert summary["precision"] == ("bf16-mixed" if native else "32-true")
+    assert summary["config"]["trainer"]["precision"] == "bf16-mixed"  # what was asked
+    assert ("no bfloat16 instructions" in caplog.text) is not native
