@@ -181,7 +181,7 @@ def test_bad_input_names_file_and_problem_and_caches_nothing(tmp_path, make, kwa
     args = {"sample_rate_hz": FS, "cache_dir": cache, **kwargs}
     with pytest.raises(DataError, match=problem):
         source(tmp_path / "data", **args).load()
-    assert not cache.exists() or not any(cache.iterdir())  # nothing half-written
+    assert not cache.exists() or all(p.suffix == ".lock" for p in cache.iterdir())  # nothing half-written
 
 
 def test_bad_config_names_the_key(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mdvq.data.cache_lock import exclusive_build
 from mdvq.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -151,21 +152,27 @@ def load_or_build(
 
     The file is `<cache_dir>/<name>-<cache_key(params)>.npz`, so changed settings give a new
     file. An unreadable cache file is reported and rebuilt. With `cache_dir=None` nothing is
-    cached. The returned set's `meta["cache_key"]` holds the key.
+    cached. The returned set's `meta["cache_key"]` holds the key. Processes that want the
+    same missing file at once (parallel sweep jobs, ranks started before DDP exists) build it
+    once: the others wait for the build lock, then read it (`mdvq.data.cache_lock`).
     """
     key = f"{name}-{cache_key(params)}"
-    path = None if cache_dir is None else Path(cache_dir) / f"{key}.npz"
-    if path is not None and path.exists():
-        try:
-            data = SpectrogramSet.load(path)
-            log.info("loaded cached %s from %s", name, path)
-            data.meta["cache_key"] = key
-            return data
-        except DataError as err:
-            log.warning("rebuilding cache: %s", err)
-    data = build()
-    data.meta.update({"cache_key": key, "params": params})
-    if path is not None:
+    if cache_dir is None:
+        data = build()
+        data.meta.update({"cache_key": key, "params": params})
+        return data
+    path = Path(cache_dir) / f"{key}.npz"
+    with exclusive_build(path):  # processes wanting the same missing file take turns
+        if path.exists():
+            try:
+                data = SpectrogramSet.load(path)
+                log.info("loaded cached %s from %s", name, path)
+                data.meta["cache_key"] = key
+                return data
+            except DataError as err:
+                log.warning("rebuilding cache: %s", err)
+        data = build()
+        data.meta.update({"cache_key": key, "params": params})
         data.save(path)
         log.info("cached %s (%d examples) at %s", name, len(data), path)
     return data

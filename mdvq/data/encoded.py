@@ -28,6 +28,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from mdvq.data.cache_lock import exclusive_build
 from mdvq.data.datamodule import SPLITS, SplitLoaders, build_once
 from mdvq.data.dataset import atomic_save_npz, cache_key
 
@@ -154,13 +155,15 @@ class EncodedDataModule(SplitLoaders, L.LightningDataModule):
 
     def _load_or_encode(self, path: Path, announce: bool = True) -> dict[str, np.ndarray]:
         """The arrays of the cache file at `path`, encoded and written (atomically) first when
-        it is missing or unreadable."""
-        arrays = self._read_cache(path)
-        if arrays is None:
-            arrays = self._encode_all()
-            self._save(path, arrays)
-        elif announce:
-            log.info("loaded cached %s from %s", self.cache_prefix, path)
+        it is missing or unreadable. Processes wanting the same missing file at once take turns
+        (`mdvq.data.cache_lock`): one encodes, the others read what it wrote."""
+        with exclusive_build(path):
+            arrays = self._read_cache(path)
+            if arrays is None:
+                arrays = self._encode_all()
+                self._save(path, arrays)
+            elif announce:
+                log.info("loaded cached %s from %s", self.cache_prefix, path)
         return arrays
 
     def _encode_split(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
