@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-
 from conftest import make_set
+
 from mdvq.data import cache_lock, dataset
 from mdvq.data.dataset import load_or_build
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 import torch
-
 from conftest import compose_cfg
+
 from mdvq.evaluation.decision import decide_runs, thresholds
 from mdvq.runs import precision as prec
 from mdvq.runs.precision import usable_precision
@@ -103,6 +103,7 @@ SHORT_RUN = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.l
 @pytest.mark.parametrize("native", [True, False])
 def test_a_run_records_the_precision_it_trained_in(tmp_path, monkeypatch, caplog, native):
     from conftest import tiny_overrides
+
     from mdvq.runs.training import train
 
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: native)
