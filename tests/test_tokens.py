@@ -162,6 +162,19 @@ def test_token_datamodule_encodes_each_split_and_caches_it(vq_files, tmp_path, m
     assert not list(cache.glob(".*tmp")), "atomic writes leave no temporary files"
 
 
+def test_the_token_key_is_described_where_only_the_spectrograms_were_set_up(vq_files, tmp_path):
+    """The main process of `ddp_spawn` sets up the spectrograms (the prior checks its data) but
+    the token datamodule only in its workers: its summary still names the token cache."""
+    vq = load_frozen_vqvae(vq_files["exported"])
+    spec = spectrogram_dm()
+    spec.prepare_data()
+    spec.setup("fit")
+    main_process = TokenDataModule(spec, vq, cache_dir=tmp_path)
+    worker = TokenDataModule(spectrogram_dm(), vq, cache_dir=tmp_path)
+    worker.setup("fit")
+    assert main_process.describe()["token_key"] == worker.describe()["token_key"] == worker.token_key
+
+
 def test_unreadable_token_cache_is_rebuilt(vq_files, tmp_path):
     vq = load_frozen_vqvae(vq_files["exported"])
     dm = TokenDataModule(spectrogram_dm(), vq, cache_dir=tmp_path)

@@ -234,9 +234,12 @@ class EncodedDataModule(SplitLoaders, L.LightningDataModule):
             return None
 
     def describe(self) -> dict:
-        """Plain-dict description for run summaries: the spectrogram data's plus the cache's."""
+        """Plain-dict description for run summaries: the spectrogram data's plus the cache's.
+        The cache key is known once the spectrograms are set up, also in a process that never
+        set this datamodule up (the main process of `ddp_spawn`, whose workers did)."""
         out = dict(self.spectrograms.describe())
-        out.update({f"{self.cache_prefix[:-1]}_key": self.cache_key,
+        key = self.cache_key or (self._key() if self.spectrograms.data_key else None)
+        out.update({f"{self.cache_prefix[:-1]}_key": key,
                     self.encoder_name: self.encoder.fingerprint,
                     f"{self.encoder_name}_source": self.encoder.source})
         return out
