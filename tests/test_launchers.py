@@ -139,3 +139,15 @@ def test_local_parallel_launcher_config_composes():
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
     assert (cfg.hydra.launcher.n_jobs, cfg.hydra.launcher.backend) == (2, "loky")
     assert compose_cfg(["hydra/launcher=local_parallel"]).ckpt_path is None  # launcher-only delta
+
+
+@pytest.mark.parametrize("devices", ["-1", "auto", "[0,1]"])
+def test_slurm_launcher_refuses_a_device_count_slurm_cannot_request(devices):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="hydra-submitit-launcher not installed (pip install mdvq[slurm])")
+    cfg = compose_config_with_hydra(["hydra/launcher=slurm", "trainer=ddp",
+                                     f"trainer.devices={devices}"])
+    with pytest.raises(Exception, match=r"trainer\.devices=.*must be a count >= 1"):
+        cfg.hydra.launcher.tasks_per_node  # resolved when the launcher submits
+    cfg = compose_config_with_hydra(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=2"])
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (2, 2)

@@ -9,9 +9,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 _PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def device_count(value, key: str) -> int:
+    """`value` of config key `key` when it is a whole number of devices >= 1, else a ValueError
+    naming the key. The SLURM launcher asks for `trainer.devices` processes and GPUs per
+    machine, which must be a count: `trainer=ddp`'s -1 ("all visible"), "auto" or a list of
+    device ids cannot be requested from SLURM."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}={value!r}: the SLURM launcher requests this many processes and "
+                         f"GPUs per machine, so it must be a count >= 1 (e.g. {key}=4), not -1 "
+                         f"('all visible'), 'auto' or a list of device ids")
+    return value
+
+
+# `${mdvq.device_count:${trainer.devices},trainer.devices}` in conf/hydra/launcher/slurm.yaml
+OmegaConf.register_new_resolver("mdvq.device_count", device_count, replace=True)
 
 
 def config_dir() -> Path:
