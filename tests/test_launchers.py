@@ -147,7 +147,10 @@ def test_slurm_launcher_refuses_a_device_count_slurm_cannot_request(devices):
                         reason="hydra-submitit-launcher not installed (pip install mdvq[slurm])")
     cfg = compose_config_with_hydra(["hydra/launcher=slurm", "trainer=ddp",
                                      f"trainer.devices={devices}"])
-    with pytest.raises(Exception, match=r"trainer\.devices=.*must be a count >= 1"):
-        cfg.hydra.launcher.tasks_per_node  # resolved when the launcher submits
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    with pytest.raises(InterpolationResolutionError, match=r"trainer\.devices=.*must be a count >= 1"):
+        OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # as the launcher does
     cfg = compose_config_with_hydra(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=2"])
     assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (2, 2)
