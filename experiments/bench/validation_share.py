@@ -19,12 +19,11 @@ import time
 
 START = time.time()
 
-import lightning as L  # noqa: E402
+import lightning as L
+from omegaconf import open_dict
 
-from omegaconf import open_dict  # noqa: E402
-
-from mdvq.runs.compose import compose_config  # noqa: E402
-from mdvq.runs.training import train  # noqa: E402
+from mdvq.runs.compose import compose_config
+from mdvq.runs.training import train
 
 
 class EpochTimer(L.Callback):
