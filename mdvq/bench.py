@@ -176,24 +176,24 @@ class Bench:
 
     def switches(self) -> None:
         bm = self.model("vqvae")
+        kwargs_of = {"channels_last": {"channels_last": True}, "fused": {"fused": True},
+                     "bf16": {"precision": "bf16-mixed"}, "compile": {"compile": True}}
+
+        def framework(*names):  # float32 unless the bf16 switch is among `names`
+            kw = {"precision": PARITY_PRECISION}
+            for name in names:
+                kw.update(kwargs_of[name])
+            return lambda n: loops.framework_run(bm, n, self.device, **kw)
+
         variants = {"raw loop": lambda n: loops.raw_run(bm, n, self.device),
-                    "framework": lambda n: loops.framework_run(bm, n, self.device,
-                                                               precision=PARITY_PRECISION)}
-        fp32 = {"precision": PARITY_PRECISION}
-        kwargs_of = {"channels_last": {**fp32, "channels_last": True}, "fused": {**fp32, "fused": True},
-                     "bf16": {"precision": "bf16-mixed"}, "compile": {**fp32, "compile": True}}
+                    "framework": framework()}
         for s in self.opts["switches"]:
-            variants[f"framework + {s}"] = (
-                lambda n, kw=kwargs_of[s]: loops.framework_run(bm, n, self.device, **kw))
+            variants[f"framework + {s}"] = framework(s)
         combo = list(self.opts["switches"])
         if "fused" in combo and "bf16" in combo:  # Lightning: a fused optimiser under mixed
             combo.remove("fused")  # precision cannot clip gradients (trainer.gradient_clip_val)
         if len(combo) > 1:
-            both = {k: v for s in combo for k, v in kwargs_of[s].items()}
-            if "bf16" in combo:
-                both["precision"] = "bf16-mixed"
-            variants["framework + " + " + ".join(combo)] = (
-                lambda n: loops.framework_run(bm, n, self.device, **both))
+            variants["framework + " + " + ".join(combo)] = framework(*combo)
         self.say(f"switches on the default autoencoder (vqvae, batch {bm.batch})")
         fits = self.time_arms({k: self.tracked(f"train vqvae ({k})", f)
                                for k, f in variants.items()})

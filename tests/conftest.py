@@ -137,3 +137,25 @@ def classifier_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("cls")
     train(compose_cfg(classifier_run_overrides(tmp)))
     return tmp / "run"
+
+
+def sigterm_after_first_checkpoint(overrides: list[str], run_dir: Path,
+                                   timeout: float = 300) -> tuple[int, str, Path]:
+    """Start `python -m mdvq.run OVERRIDES` (run folder `run_dir`), wait for its first
+    `checkpoints/last.ckpt`, send SIGTERM to that process (as `kill PID` or a scheduler does) and
+    wait for it to end; returns (exit status, stderr, path of last.ckpt)."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "mdvq.run", *overrides], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + timeout
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.is_file(), f"no checkpoint before the signal: {proc.stderr.read()[-3000:]}"
+    time.sleep(0.5)  # let the first save finish (the file appears before it is complete)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err, last

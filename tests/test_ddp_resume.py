@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from conftest import ROOT, compose_cfg, tiny_overrides
+from conftest import compose_cfg, sigterm_after_first_checkpoint, tiny_overrides
 
 from mdvq.runs.summary import RunSummary
 from mdvq.runs.training import resolve_ckpt_path, train
@@ -25,18 +23,8 @@ SHORT = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
 @pytest.mark.slow  # several processes, 40-120 s: `make test-slow` (CI runs it)
 def test_sigterm_stops_a_ddp_run_and_ckpt_path_last_resumes_it(tmp_path):
     overrides = tiny_overrides(tmp_path) + SHORT + ["trainer.max_epochs=1000"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "mdvq.run", *overrides], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while not last.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert last.is_file(), f"no checkpoint before the signal: {proc.stderr.read()[-3000:]}"
-    time.sleep(0.5)  # let the first save finish (the file appears before it is complete)
-    proc.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` does
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    status, err, last = sigterm_after_first_checkpoint(overrides, tmp_path / "run", timeout=240)
+    assert status == 128 + signal.SIGTERM, err[-3000:]  # SIGTERM to the main process only
     run = RunSummary.read(tmp_path / "run")
     assert run.status == "interrupted" and run.signal == "SIGTERM", run.data["error"]
     assert run.data["checkpoints"]["last"] == "checkpoints/last.ckpt"

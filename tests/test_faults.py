@@ -8,16 +8,13 @@ import logging
 import os
 import signal
 import stat
-import subprocess
-import sys
-import time
 import zipfile
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_cfg, tiny_overrides
+from conftest import compose_cfg, sigterm_after_first_checkpoint, tiny_overrides
 from PIL import Image
 
 from mdvq.data.dataset import atomic_save_npz
@@ -58,18 +55,8 @@ def test_ddp_cpu_default_run_keeps_fit_and_test_metrics(tmp_path, data_cache):
 def test_sigterm_exits_143_with_a_summary_that_says_where_to_resume(tmp_path, data_cache):
     overrides = tiny_overrides(tmp_path, data_cache=data_cache) + SHORT + [
         "trainer.max_epochs=1000", "export=false"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "mdvq.run", *overrides], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert last.is_file(), f"no checkpoint before the signal: {proc.stderr.read()[-2000:]}"
-    time.sleep(0.5)  # let the first save finish (the file appears before it is complete)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    status, err, last = sigterm_after_first_checkpoint(overrides, tmp_path / "run")
+    assert status == 128 + signal.SIGTERM, err[-2000:]
     run = RunSummary.read(tmp_path / "run")
     assert run.status == "interrupted" and run.signal == "SIGTERM"
     assert run.data["checkpoints"]["last"] == "checkpoints/last.ckpt"

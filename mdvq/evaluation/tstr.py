@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mdvq.data.datamodule import EpochShuffleSampler
 from mdvq.evaluation.accuracy import loader_accuracy
-from mdvq.runs.precision import usable_precision
+from mdvq.runs.precision import trainer_precision
 from mdvq.runs.training import build
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ def train_on_synthetic(
                                  auto_insert_metric_name=False)
     tcfg = OmegaConf.merge(trainer_cfg, trainer_overrides or {})
     tcfg.default_root_dir = str(out_dir)
-    precision = usable_precision(tcfg.get("precision", "32-true"), tcfg.get("accelerator", "auto"))
-    trainer: L.Trainer = instantiate(tcfg, callbacks=[checkpoint], precision=precision,
+    trainer: L.Trainer = instantiate(tcfg, callbacks=[checkpoint], precision=trainer_precision(tcfg),
                                      logger=CSVLogger(out_dir, name="csv"))
     trainer.fit(model, datamodule=data)
     best = checkpoint.best_model_path

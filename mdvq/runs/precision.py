@@ -43,7 +43,7 @@ def training_device(accelerator) -> str:
     `trainer.accelerator` (`auto` picks CUDA, then MPS, then the CPU, as Lightning does)."""
     accelerator = str(accelerator)
     if accelerator in ("gpu", "cuda"):
-        return "cuda" if torch.cuda.is_available() or accelerator == "cuda" else "gpu"
+        return "cuda"
     if accelerator != "auto":
         return accelerator
     if torch.cuda.is_available():
@@ -78,3 +78,10 @@ def usable_precision(precision, accelerator="auto") -> str:
                     ".".join(map(str, torch.cuda.get_device_capability())), FALLBACK)
         return FALLBACK
     return precision
+
+
+def trainer_precision(trainer_cfg) -> str:
+    """`usable_precision` of a Lightning `Trainer` config (a mapping with `precision` and
+    `accelerator`; defaults `32-true` and `auto`, as Lightning's)."""
+    return usable_precision(trainer_cfg.get("precision", "32-true"),
+                            trainer_cfg.get("accelerator", "auto"))

@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mdvq.callbacks.csv_log import KeepCSVColumns
 from mdvq.callbacks.process_group import ReleaseProcessGroup
 from mdvq.data.errors import DataError
-from mdvq.runs.precision import usable_precision
+from mdvq.runs.precision import trainer_precision
 from mdvq.runs.summary import RunSummary
 from mdvq.utils.loggers import close_loggers
 
@@ -94,8 +94,7 @@ def train(cfg: DictConfig) -> dict:
         callbacks = instantiate_collection(cfg.get("callbacks")) + [
             KeepCSVColumns(), ReleaseProcessGroup(), StopTogetherOnSigterm()]
         loggers = instantiate_collection(cfg.get("logger"))
-        precision = usable_precision(cfg.trainer.get("precision", "32-true"),
-                                     cfg.trainer.get("accelerator", "auto"))
+        precision = trainer_precision(cfg.trainer)
         summary.update(precision=precision)
         trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                         precision=precision)
