@@ -1,8 +1,9 @@
-"""Tests of the frozen VQ-VAE loader (mdvq.models.pretrained) and the token cache (mdvq.data.tokens)."""
+"""Tests of the frozen VQ-VAE loader (mdvq.models.frozen_vqvae) and the token cache (mdvq.data.tokens)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from mdvq.data.datamodule import SpectrogramDataModule
 from mdvq.data.tokens import TokenDataModule
 from mdvq.models import VQVAEModule
-from mdvq.models.pretrained import FrozenVQVAE, load_frozen_vqvae
+from mdvq.models.frozen_vqvae import FrozenVQVAE, load_frozen_vqvae
 
 TINY = {"block_out_channels": (8, 16), "down_block_types": ("DownEncoderBlock2D",) * 2,
         "up_block_types": ("UpDecoderBlock2D",) * 2, "norm_num_groups": 4, "latent_channels": 4,
@@ -50,10 +51,11 @@ def vq_files(tmp_path_factory):
     (run / "summary.json").write_text(json.dumps({
         "model": "vqvae", "pretrained_dir": str(tmp / "moved-away"),  # stale path: falls back
         "config": {"data": {"image_size": [16, 24]}}, "checkpoints": {"best": str(ckpt)}}))
-    ckpt_run = tmp / "ckpt_run"
-    ckpt_run.mkdir()
+    ckpt_run = tmp / "ckpt_run"  # recorded checkpoints lie inside the run folder
+    (ckpt_run / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, ckpt_run / "checkpoints" / "epoch_000.ckpt")
     (ckpt_run / "summary.json").write_text(json.dumps({"model": "vqvae", "checkpoints": {
-        "best": None, "last": str(ckpt)}}))
+        "best": None, "last": "checkpoints/epoch_000.ckpt"}}))
     return {"module": module.eval(), "ckpt": ckpt, "exported": exported, "run": run,
             "ckpt_run": ckpt_run, "tmp": tmp}
 

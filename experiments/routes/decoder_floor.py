@@ -49,7 +49,7 @@ def reconstruct(kind: str, path: str, images: torch.Tensor, batch: int = 128):
             mean, _ = ae.encode_posterior(images[i:i + batch])
             out.append(ae.decode_latents(mean))
         return to01(torch.cat(out)), None
-    from mdvq.models.pretrained import load_frozen_vqvae
+    from mdvq.models.frozen_vqvae import load_frozen_vqvae
 
     ae = load_frozen_vqvae(path)
     for i in range(0, len(images), batch):

@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 
 from mdvq.data.datamodule import SPLITS
 from mdvq.data.encoded import EncodedDataModule
-from mdvq.models.pretrained import FrozenVQVAE
+from mdvq.models.frozen_vqvae import FrozenVQVAE
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mdvq.models.classifier import SpectrogramClassifier
+from mdvq.runs.artifacts import load_module, resolve_artifact
 from mdvq.runs.compose import compose_config
-from mdvq.runs.summary import RunSummary
 from mdvq.runs.training import build
 
 log = logging.getLogger(__name__)
+
+KEY = "classifier"
+"""The command-line key of `mdvq.evaluate` that names the classifier (in every error message)."""
 
 
 @dataclass
@@ -58,33 +61,16 @@ def load_classifier_run(
     folder. Raises ``FileNotFoundError``/``ValueError`` naming the file on bad input.
     """
     source = Path(path)
-    if not source.exists():
-        raise FileNotFoundError(f"classifier not found: {source}")
-    run = None
-    if source.is_dir() or source.suffix == ".json":
-        run = RunSummary.read(source, model="classifier", key="classifier")
-    elif source.suffix == ".ckpt":
-        if RunSummary.exists(source.resolve().parent.parent) and not overrides:
-            run = RunSummary.read(source.resolve().parent.parent, model="classifier",
-                                  key="classifier")
-    else:
-        raise ValueError(f"{source}: expected a classifier run folder, its summary.json or a .ckpt")
-
-    if run is not None:
-        config = OmegaConf.create(run.config)
-        checkpoint = source if source.suffix == ".ckpt" else run.checkpoint("best")
-        if checkpoint is None:
-            raise FileNotFoundError(f"{run.path}: the run saved no checkpoint")
-    else:
-        if not overrides:
-            raise ValueError(f"{source}: a checkpoint outside a run folder needs the data it was "
-                             "trained on, e.g. data=radar (plus data.* overrides)")
-        config = _compose(list(overrides))
-        checkpoint = source
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint missing")
-
-    model = _load_model(checkpoint)
+    artifact = resolve_artifact(source, "classifier", KEY)
+    run = artifact.run
+    if artifact.form == "checkpoint" and source.suffix == ".ckpt" and overrides:
+        run = None  # the data come from the overrides, not the run folder around the file
+    if run is None and not overrides:
+        raise ValueError(f"{KEY}: {source}: a checkpoint outside a run folder needs the data it "
+                         "was trained on, e.g. data=radar (plus data.* overrides)")
+    config = OmegaConf.create(run.config) if run is not None else _compose(list(overrides))
+    checkpoint = artifact.path
+    model = load_module(SpectrogramClassifier, checkpoint, KEY)
     summary = run.data if run is not None else None
     summary_path = run.path if run is not None else None
     if summary is None:  # the yaml's optimiser with the checkpoint's architecture
@@ -105,14 +91,6 @@ def load_classifier_run(
                          f"{len(datamodule.class_names)} classes {datamodule.class_names}")
     return ClassifierRun(model=model, datamodule=datamodule, config=config, checkpoint=checkpoint,
                          summary=summary, source=source)
-
-
-def _load_model(checkpoint: Path) -> SpectrogramClassifier:
-    try:
-        model = SpectrogramClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
-    except (TypeError, KeyError, RuntimeError) as err:
-        raise ValueError(f"{checkpoint}: not a SpectrogramClassifier checkpoint ({err})") from None
-    return model.eval()
 
 
 def _build_datamodule(config: DictConfig):

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mdvq.data.datamodule import EpochShuffleSampler
 from mdvq.evaluation.accuracy import loader_accuracy
+from mdvq.runs.artifacts import load_checkpoint
 from mdvq.runs.precision import trainer_precision
 from mdvq.runs.training import build
 
@@ -96,8 +97,8 @@ def train_on_synthetic(
     trainer.fit(model, datamodule=data)
     best = checkpoint.best_model_path
     if best:
-        state = torch.load(best, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["state_dict"])
+        # its own fresh checkpoint, but opened weights-only like any other (nothing to unpickle)
+        model.load_state_dict(load_checkpoint(best, key="TSTR classifier")["state_dict"])
     acc, count = loader_accuracy(model.cpu(), real.test_dataloader(), device=device)
     val = checkpoint.best_model_score
     return {

@@ -8,8 +8,9 @@
 - a diffusers ``save_pretrained`` folder of an ``AutoencoderKL`` (``config.json`` + weights),
 - a Lightning checkpoint (``.ckpt``) of :class:`mdvq.models.KLVAEModule`,
 
-and returns a :class:`FrozenKLVAE`. A VQ-VAE in any of these forms is refused with a
-ValueError naming ``model.autoencoder`` and the kind expected. Only the plain diffusers model
+and returns a :class:`FrozenKLVAE` (the twin of :mod:`mdvq.models.frozen_vqvae`). A VQ-VAE in
+any of these forms is refused with a ValueError naming ``model.autoencoder`` and the kind
+expected. Only the plain diffusers model
 is used: ``encode(x).latent_dist`` (mean and std of the diagonal Gaussian posterior) and
 ``decode(z).sample`` (docs/library-facts.md).
 
@@ -27,18 +28,13 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from mdvq.data.errors import DataError
 from mdvq.models.fingerprint import network_fingerprint
-from mdvq.runs.summary import RunSummary
+from mdvq.runs.artifacts import load_module, resolve_artifact
 
 log = logging.getLogger(__name__)
 
 KEY = "model.autoencoder"
-"""The config key that names the KL-VAE (used in every error message)."""
-
-EXPECTED = ("a KL-VAE: a `model=klvae` run folder, a diffusers AutoencoderKL folder or a "
-            "KLVAEModule .ckpt")
-"""What :data:`KEY` must name."""
+"""The config key that names the KL-VAE (the default key of every error message)."""
 
 SCALE_KEYS = ("scaling_factor", "shift_factor")
 """Config entries that describe the prior's latent normalisation, not the network."""
@@ -129,73 +125,20 @@ class FrozenKLVAE(torch.nn.Module):
         return z / scaling_factor + shift_factor
 
 
-def load_frozen_klvae(path: str | Path) -> FrozenKLVAE:
-    """Load a :class:`FrozenKLVAE` from a KL run folder, a diffusers ``AutoencoderKL`` folder or
-    a ``KLVAEModule`` checkpoint (module docstring). FileNotFoundError when ``path`` holds
-    none of these; ValueError naming ``model.autoencoder`` when it holds another kind of model
-    (a VQ-VAE) or an unreadable file."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{KEY}: {path} not found (give {EXPECTED})")
-    if path.is_file():
-        if path.suffix != ".ckpt":
-            raise ValueError(f"{KEY}: {path} is not a Lightning checkpoint (.ckpt); give {EXPECTED}")
-        return _from_checkpoint(path)
-    if (path / "summary.json").is_file():
-        return _from_run(path)
-    if (path / "config.json").is_file():
-        return _from_diffusers(path)
-    if (path / "pretrained" / "config.json").is_file():
-        return _from_diffusers(path / "pretrained")
-    raise FileNotFoundError(f"{KEY}: {path} is neither a run folder (summary.json), a diffusers "
-                            f"folder (config.json) nor a folder with pretrained/config.json; "
-                            f"give {EXPECTED}")
-
-
-def _from_diffusers(folder: Path, image_size=None) -> FrozenKLVAE:
-    try:
-        cls = json.loads((folder / "config.json").read_text()).get("_class_name")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{KEY}: {folder / 'config.json'} is an unreadable diffusers config "
-                         f"({err})") from err
-    if cls != "AutoencoderKL":
-        kind = " (a VQ-VAE)" if cls == "VQModel" else ""
-        raise ValueError(f"{KEY}: {folder} holds a diffusers {cls}{kind}, not an AutoencoderKL; "
-                         f"the latent-diffusion prior needs {EXPECTED}")
-    model = AutoencoderKL.from_pretrained(folder)
-    return FrozenKLVAE(model, source=str(folder), image_size=image_size)
-
-
-def _from_checkpoint(path: Path) -> FrozenKLVAE:
+def load_frozen_klvae(path: str | Path, key: str = KEY) -> FrozenKLVAE:
+    """Load a :class:`FrozenKLVAE` from a KL-VAE run folder, a diffusers ``AutoencoderKL``
+    folder or a ``KLVAEModule`` checkpoint (module docstring), through
+    :func:`mdvq.runs.artifacts.resolve_artifact` (checkpoints are opened weights-only).
+    FileNotFoundError when ``path`` holds none of these; ValueError naming ``key`` when it holds
+    another kind of model (a VQ-VAE) or an unreadable file."""
+    artifact = resolve_artifact(path, "klvae", key)
+    if artifact.form == "diffusers":
+        model = AutoencoderKL.from_pretrained(artifact.path)
+        return FrozenKLVAE(model, source=str(artifact.path), image_size=artifact.image_size)
     from mdvq.models.klvae import KLVAEModule
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        keys = set(ckpt.get("state_dict", {}))
-    except Exception as err:  # any failure means: not a checkpoint we can read
-        raise ValueError(f"{KEY}: {path} is not a readable Lightning checkpoint "
-                         f"({type(err).__name__}: {err}); give {EXPECTED}") from err
-    if any(k.startswith("model.quantize.") for k in keys):
-        raise ValueError(f"{KEY}: {path} is a VQ-VAE checkpoint (VQVAEModule); the "
-                         f"latent-diffusion prior needs {EXPECTED}")
-    try:
-        module = KLVAEModule.load_from_checkpoint(path, map_location="cpu")
-    except Exception as err:
-        raise ValueError(f"{KEY}: {path} is not a checkpoint of mdvq.models.KLVAEModule "
-                         f"({type(err).__name__}: {err}); give {EXPECTED}") from err
-    return FrozenKLVAE(module.model, source=str(path), image_size=module.hparams.get("image_size"))
-
-
-def _from_run(run: Path) -> FrozenKLVAE:
-    try:
-        summary = RunSummary.read(run, model="klvae", key=KEY)
-    except DataError as err:
-        raise ValueError(f"{err} (the latent-diffusion prior needs {EXPECTED})") from None
-    image_size = (summary.config.get("data") or {}).get("image_size")
-    if summary.pretrained_dir is not None:
-        return _from_diffusers(summary.pretrained_dir, image_size)
-    ckpt = summary.checkpoint("best")
-    if ckpt is not None:
-        log.info("KL-VAE run %s has no exported model; using checkpoint %s", run, ckpt)
-        return _from_checkpoint(ckpt)
-    raise FileNotFoundError(f"{KEY}: {run} has no exported KL-VAE (pretrained/) and no checkpoint")
+    if artifact.run is not None:
+        log.info("KL-VAE %s: no exported model; using checkpoint %s", path, artifact.path)
+    module = load_module(KLVAEModule, artifact.path, key)
+    return FrozenKLVAE(module.model, source=str(artifact.path),
+                       image_size=module.hparams.get("image_size"))

@@ -6,7 +6,7 @@ and one class label per sample. Its per-block ``LabelEmbedding`` has ``num_class
 the hard-wired per-block label dropout is switched off and labels are dropped here, once per
 sample for every block, to the null class ``num_classes`` (docs/library-facts.md). The corruption,
 posterior, loss and samplers live in :mod:`mdvq.models.discrete_diffusion`; the frozen VQ-VAE
-(:mod:`mdvq.models.pretrained`) is stored inside the module, so a checkpoint samples images on
+(:mod:`mdvq.models.frozen_vqvae`) is stored inside the module, so a checkpoint samples images on
 its own.
 
 Logged (nats per code token): ``train/loss`` (what is optimised: ``L_t + aux_weight * w_t *
@@ -27,6 +27,7 @@ import torch
 from diffusers import Transformer2DModel
 from lightning.pytorch import LightningModule
 
+from mdvq.models import frozen_vqvae
 from mdvq.models.config_checks import as_tuple
 from mdvq.models.discrete_diffusion import (
     SAMPLERS,
@@ -35,8 +36,8 @@ from mdvq.models.discrete_diffusion import (
     check_truncation,
     guided_log_x0,
 )
+from mdvq.models.frozen_vqvae import FrozenVQVAE, load_frozen_vqvae
 from mdvq.models.losses import check_finite, configure_optimization
-from mdvq.models.pretrained import FrozenVQVAE, load_frozen_vqvae, plain_config
 from mdvq.models.prior import ConditionalPrior, data_info
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
 
     Args:
         vqvae: the frozen VQ-VAE: a phase-1 run folder, a diffusers ``VQModel`` folder or a
-            ``VQVAEModule`` checkpoint (:func:`~mdvq.models.pretrained.load_frozen_vqvae`).
+            ``VQVAEModule`` checkpoint (:func:`~mdvq.models.frozen_vqvae.load_frozen_vqvae`).
         num_classes: number of data classes (checked against the data in
             :meth:`wrap_datamodule`); label ``num_classes`` is the null class.
         image_size: ``(F, T)`` of the spectrograms; with the VQ-VAE's downsampling it gives the
@@ -147,7 +148,7 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
                                  "folder or .ckpt)")
             self.vqvae = load_frozen_vqvae(vqvae)
         # Stored in checkpoints (not in the logged initial hyperparameters).
-        self.hparams["vqvae_config"] = plain_config(self.vqvae.model)
+        self.hparams["vqvae_config"] = frozen_vqvae.vqvae_config(self.vqvae.model)
         self.hparams["vqvae_fingerprint"] = self.vqvae.fingerprint
         self.grid = self.vqvae.latent_grid(image_size)
         if self.grid[0] != self.grid[1]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdvq.runs.summary import RunSummary
+from mdvq.runs.artifacts import load_module, resolve_artifact
 
 PRIOR_KINDS = ("vqdiffusion", "latentdiffusion")
 
@@ -47,53 +47,21 @@ def _module_class(kind: str):
     raise ValueError(f"not a prior: {kind!r} (priors: {', '.join(PRIOR_KINDS)})")
 
 
-def load_prior(path: str | Path, device: str | torch.device = "cpu"):
+def load_prior(path: str | Path, device: str | torch.device = "cpu", key: str = "prior"):
     """A trained prior (eval mode, on ``device``) and the file it came from.
 
     ``path``: a prior run folder (its best checkpoint, else ``last.ckpt``), a ``.ckpt`` of
-    either prior, or an exported latent-diffusion folder (``unet/``, ``scheduler/``, ``vae/``).
-    Raises FileNotFoundError / ValueError naming ``path``.
+    either prior, or an exported latent-diffusion folder (``unet/``, ``scheduler/``, ``vae/``),
+    resolved by :func:`mdvq.runs.artifacts.resolve_artifact` (checkpoints are opened
+    weights-only). Raises FileNotFoundError / ValueError naming ``key`` and ``path``.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"prior run folder, checkpoint or export not found: {path}")
-    if path.is_dir() and RunSummary.exists(path):
-        run = RunSummary.read(path, model=PRIOR_KINDS, key="the prior")
-        ckpt = run.checkpoint("best")
-        if ckpt is None:
-            raise FileNotFoundError(f"{path}: the run has no checkpoint (summary.json's "
-                                    "checkpoints or checkpoints/last.ckpt)")
-        kind = run.model
-    elif path.is_dir() and (path / "unet").is_dir():
+    artifact = resolve_artifact(path, PRIOR_KINDS, key)
+    if artifact.form == "export":
         from mdvq.models.latent_diffusion import load_exported_latent_prior
 
-        return load_exported_latent_prior(path).to(device).eval(), path
-    elif path.is_dir():
-        raise FileNotFoundError(f"{path}: neither a prior run folder (summary.json) nor an "
-                                "exported latent-diffusion folder (unet/, scheduler/, vae/)")
-    elif path.suffix != ".ckpt":
-        raise ValueError(f"{path}: expected a Lightning checkpoint (.ckpt), a prior run folder "
-                         "or an exported prior folder")
-    else:
-        ckpt = path
-        run_dir = path.resolve().parent.parent  # <run>/checkpoints/x.ckpt
-        kinds = ([RunSummary.read(run_dir, model=PRIOR_KINDS, key="the prior").model]
-                 if RunSummary.exists(run_dir) else list(PRIOR_KINDS))
-        return _load_checkpoint(ckpt, kinds, device), ckpt
-    return _load_checkpoint(ckpt, [kind], device), ckpt
-
-
-def _load_checkpoint(ckpt: Path, kinds: list[str], device):
-    """The first prior class of `kinds` that loads `ckpt`; ValueError naming the file if none."""
-    problems = []
-    for kind in kinds:
-        try:
-            module = _module_class(kind).load_from_checkpoint(ckpt, map_location=device)
-        except Exception as err:  # noqa: BLE001 (truncated file, another module's weights, ...)
-            problems.append(f"as {kind}: {type(err).__name__}: {str(err)[:200]}")
-            continue
-        return module.to(device).eval()
-    raise ValueError(f"{ckpt}: not a readable prior checkpoint ({'; '.join(problems)})")
+        return load_exported_latent_prior(artifact.path).to(device).eval(), artifact.path
+    module = load_module(_module_class(artifact.kind), artifact.path, key, map_location=device)
+    return module.to(device), artifact.path
 
 
 def sample_prior(module, n_per_class: int = 8, steps: int | None = None,

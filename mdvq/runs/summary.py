@@ -192,15 +192,24 @@ class RunSummary:
         return path if path.is_absolute() else self.run_dir / path
 
     def checkpoint(self, which: str = "best") -> Path | None:
-        """The existing `best` or `last` checkpoint file, else None. `best` falls back to
-        `last`, and `last` to `checkpoints/last.ckpt`, when the recorded one is missing."""
+        """The existing `best` or `last` checkpoint file inside the run folder, else None.
+        `best` falls back to `last`, and `last` to `checkpoints/last.ckpt`, when the recorded
+        one is missing or lies outside the run folder."""
         if which not in ("best", "last"):
             raise ValueError(f"which must be 'best' or 'last', got {which!r}")
         ckpts = self.data.get("checkpoints") or {}
         order = ["best", "last"] if which == "best" else ["last"]
         candidates = [self.resolve(ckpts.get(k)) for k in order]
         candidates.append(self.run_dir / "checkpoints" / "last.ckpt")
-        return next((c for c in candidates if c is not None and c.is_file()), None)
+        return next((c for c in candidates
+                     if c is not None and c.is_file() and self.contains(c)), None)
+
+    def contains(self, path: str | os.PathLike) -> bool:
+        """True when `path` lies inside this run folder (a path recorded by a copied run may
+        point into the folder it was copied from: such a path is never used)."""
+        root = self.run_dir.resolve()
+        resolved = Path(path).resolve()
+        return resolved == root or root in resolved.parents
 
     @property
     def pretrained_dir(self) -> Path | None:

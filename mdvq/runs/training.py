@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mdvq.callbacks.csv_log import KeepCSVColumns
 from mdvq.callbacks.process_group import ReleaseProcessGroup
 from mdvq.data.errors import DataError
+from mdvq.runs.artifacts import SAFE, load_checkpoint
 from mdvq.runs.precision import trainer_precision
 from mdvq.runs.summary import RunSummary
 from mdvq.utils.loggers import close_loggers
@@ -100,14 +101,14 @@ def train(cfg: DictConfig) -> dict:
                         precision=precision)
         for lg in loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **SAFE)
         metrics.update(_floats(trainer.callback_metrics))
         # read before testing: `test(ckpt_path="best")` restores the checkpoint callback's state
         # saved in the best file, whose `last_model_path` is empty when it is from epoch 0
         checkpoints = _checkpoints(trainer)
         if cfg.get("test"):
             ckpt = "best" if checkpoints["best"] else None
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, **SAFE)
             metrics.update(_floats(trainer.callback_metrics))
         summary.update(status="finished")
     except Exception as err:
@@ -253,8 +254,10 @@ def check_checkpoint(path: str | Path, key: str = "ckpt_path") -> Path:
 
     torch's own errors for a corrupt or truncated file name no file and suggest
     `weights_only=False` (loading untrusted code); this raises FileNotFoundError or DataError
-    naming the config `key`, the file and what is wrong. Reads the whole file once (the zip
-    archive's CRC check). Returns the path.
+    naming the config `key`, the file and what is wrong, and ValueError when the file holds
+    pickled objects beyond tensors and plain data (`mdvq.runs.artifacts.load_checkpoint`: it is
+    never unpickled). Reads the whole file (the zip archive's CRC check, then a weights-only
+    load). Returns the path.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -278,6 +281,7 @@ def check_checkpoint(path: str | Path, key: str = "ckpt_path") -> Path:
                         "(damaged while copied or written?)")
     if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
         raise DataError(path, f"{key}: a zip archive without data.pkl, not a torch.save file")
+    load_checkpoint(path, key)  # weights-only: a pickle that would run code is refused here
     return path
 
 

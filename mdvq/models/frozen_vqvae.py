@@ -7,7 +7,8 @@
 - a diffusers ``save_pretrained`` folder of a ``VQModel`` (``config.json`` + weights),
 - a Lightning checkpoint (``.ckpt``) of :class:`mdvq.models.VQVAEModule`,
 
-and returns a :class:`FrozenVQVAE`. Only the plain diffusers model is used: indices from
+and returns a :class:`FrozenVQVAE` (the twin of :mod:`mdvq.models.frozen_klvae`). A KL-VAE in
+any of these forms is refused with a ValueError naming the config key. Only the plain diffusers model is used: indices from
 ``model.quantize(model.encode(x).latents)``, latents from
 ``model.quantize.get_codebook_entry(indices, (B, h, w, D))``, images from
 ``model.decode(z, force_not_quantize=True)`` (docs/library-facts.md).
@@ -23,25 +24,28 @@ import torch
 from diffusers import VQModel
 
 from mdvq.models.fingerprint import network_fingerprint
-from mdvq.runs.summary import RunSummary
+from mdvq.runs.artifacts import load_module, resolve_artifact
 
 log = logging.getLogger(__name__)
 
+KEY = "model.vqvae"
+"""The config key that names the VQ-VAE (the default key of every error message)."""
 
-def plain_config(model: VQModel) -> dict:
+
+def vqvae_config(model: VQModel) -> dict:
     """The model's diffusers config as plain JSON data (lists, no ``_``-prefixed keys): enough
     for ``VQModel.from_config`` and safe to store in a checkpoint's hyperparameters."""
     cfg = json.loads(json.dumps(dict(model.config), default=str))
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
-def weights_fingerprint(model: VQModel) -> str:
+def vqvae_fingerprint(model: VQModel) -> str:
     """A 16-hex-digit SHA-256 of the config and every weight (names, shapes, dtypes, bytes).
 
     The same weights give the same fingerprint whether they were loaded from a checkpoint or
     a ``save_pretrained`` folder, so token caches keyed by it are shared between the two.
     """
-    return network_fingerprint(plain_config(model), model)
+    return network_fingerprint(vqvae_config(model), model)
 
 
 class FrozenVQVAE(torch.nn.Module):
@@ -67,7 +71,7 @@ class FrozenVQVAE(torch.nn.Module):
         self.num_codes = int(cfg.num_vq_embeddings)
         self.code_dim = int(cfg.vq_embed_dim or cfg.latent_channels)
         self.downsampling = 2 ** (len(cfg.block_out_channels) - 1)
-        self.fingerprint = fingerprint or weights_fingerprint(model)
+        self.fingerprint = fingerprint or vqvae_fingerprint(model)
         self.source = source
         self.image_size = tuple(int(s) for s in image_size) if image_size else None
 
@@ -104,60 +108,20 @@ class FrozenVQVAE(torch.nn.Module):
         return self.model.decode(z, force_not_quantize=True).sample.clamp(-1, 1)
 
 
-def load_frozen_vqvae(path: str | Path) -> FrozenVQVAE:
-    """Load a :class:`FrozenVQVAE` from a run folder, a diffusers ``VQModel`` folder or a
-    ``VQVAEModule`` checkpoint (see the module docstring). Raises FileNotFoundError or
-    ValueError naming ``path`` when it is none of these."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"VQ-VAE not found: {path} (give a run folder, a diffusers "
-                                "VQModel folder or a VQVAEModule .ckpt)")
-    if path.is_file():
-        if path.suffix != ".ckpt":
-            raise ValueError(f"{path}: a VQ-VAE file must be a Lightning checkpoint (.ckpt) of "
-                             "mdvq.models.VQVAEModule")
-        return _from_checkpoint(path)
-    if (path / "summary.json").is_file():
-        return _from_run(path)
-    if (path / "config.json").is_file():
-        return _from_diffusers(path)
-    if (path / "pretrained" / "config.json").is_file():
-        return _from_diffusers(path / "pretrained")
-    raise FileNotFoundError(f"{path} is neither a run folder (summary.json), a diffusers VQModel "
-                            "folder (config.json) nor a folder with pretrained/config.json")
-
-
-def _from_diffusers(folder: Path, image_size=None) -> FrozenVQVAE:
-    try:
-        cls = json.loads((folder / "config.json").read_text()).get("_class_name")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{folder / 'config.json'}: unreadable diffusers config ({err})") from err
-    if cls != "VQModel":
-        raise ValueError(f"{folder}: holds a diffusers {cls}, not a VQModel (the prior needs the "
-                         "VQ-VAE; a KL-VAE has no codebook)")
-    model = VQModel.from_pretrained(folder)
-    return FrozenVQVAE(model, source=str(folder), image_size=image_size)
-
-
-def _from_checkpoint(path: Path) -> FrozenVQVAE:
+def load_frozen_vqvae(path: str | Path, key: str = KEY) -> FrozenVQVAE:
+    """Load a :class:`FrozenVQVAE` from a VQ-VAE run folder, a diffusers ``VQModel`` folder or
+    a ``VQVAEModule`` checkpoint (module docstring), through
+    :func:`mdvq.runs.artifacts.resolve_artifact` (checkpoints are opened weights-only).
+    FileNotFoundError when ``path`` holds none of these; ValueError naming ``key`` when it holds
+    another kind of model (a KL-VAE) or an unreadable file."""
+    artifact = resolve_artifact(path, "vqvae", key)
+    if artifact.form == "diffusers":
+        model = VQModel.from_pretrained(artifact.path)
+        return FrozenVQVAE(model, source=str(artifact.path), image_size=artifact.image_size)
     from mdvq.models.vqvae import VQVAEModule
 
-    try:
-        module = VQVAEModule.load_from_checkpoint(path, map_location="cpu")
-    except Exception as err:  # any failure means: not a VQVAEModule checkpoint we can read
-        raise ValueError(f"{path}: not a readable checkpoint of mdvq.models.VQVAEModule "
-                         f"({type(err).__name__}: {err})") from err
-    image_size = module.hparams.get("image_size")
-    return FrozenVQVAE(module.to_diffusers(), source=str(path), image_size=image_size)
-
-
-def _from_run(run: Path) -> FrozenVQVAE:
-    summary = RunSummary.read(run, model="vqvae", key="model.vqvae")
-    image_size = (summary.config.get("data") or {}).get("image_size")
-    if summary.pretrained_dir is not None:
-        return _from_diffusers(summary.pretrained_dir, image_size)
-    ckpt = summary.checkpoint("best")
-    if ckpt is not None:
-        log.info("VQ-VAE run %s has no exported model; using checkpoint %s", run, ckpt)
-        return _from_checkpoint(ckpt)
-    raise FileNotFoundError(f"{run}: the run has no exported VQ-VAE (pretrained/) and no checkpoint")
+    if artifact.run is not None:
+        log.info("VQ-VAE %s: no exported model; using checkpoint %s", path, artifact.path)
+    module = load_module(VQVAEModule, artifact.path, key)
+    return FrozenVQVAE(module.to_diffusers(), source=str(artifact.path),
+                       image_size=module.hparams.get("image_size"))
