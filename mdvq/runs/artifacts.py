@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,32 @@ def load_checkpoint(path: str | os.PathLike, key: str, expect: str = "") -> dict
         raise ValueError(f"{key}: {path} is not a Lightning checkpoint (a "  # noqa: TRY004
                          f"{type(ckpt).__name__}, not a dict with a state_dict){give}")
     return ckpt
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with the checkpoint file at ``path`` as a torch ``zip`` archive (missing,
+    truncated, a CRC error, no ``data.pkl``), or None when it is whole. Reads the whole file
+    once; unpickles nothing."""
+    path = Path(path)
+    if not path.is_file():
+        return "no such file"
+    size = path.stat().st_size
+    if not zipfile.is_zipfile(path):
+        return (f"not a PyTorch checkpoint, or truncated ({size} bytes; torch.save writes a zip "
+                "archive). Resume from another checkpoint, e.g. the run's checkpoints/last.ckpt "
+                "or its best epoch_*.ckpt")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        return f"corrupt checkpoint archive ({err})"
+    if bad is not None:
+        return (f"corrupt checkpoint: entry {bad!r} fails its CRC check (damaged while copied or "
+                "written?)")
+    if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        return "a zip archive without data.pkl, not a torch.save file"
+    return None
 
 
 def checkpoint_kind(ckpt: dict) -> str | None:

@@ -15,7 +15,10 @@ Every run of `python -m mdvq.run` (finished, failed or interrupted) leaves
     checkpoints      {"best": path, "last": path} relative to the run folder (absolute paths of
                      older summaries are read too)
     pretrained_dir   the exported diffusers folder, relative to the run folder
-    wall_time_s, finished_at, config (the resolved config)
+    wall_time_s, started_at, finished_at, config (the resolved config)
+    attempts         the other attempts in this folder, oldest first (each a summary like this
+                     one): a failed or interrupted resume of a finished run keeps the finished
+                     record on top and lands here, and a later attempt keeps the earlier ones
 
 Paths are stored relative to the run folder so a run folder can be moved, copied to another
 machine or committed, and still be read. Everything that reads run folders (the decision rule,
@@ -60,6 +63,8 @@ class RunSummary:
 
     run_dir: Path
     data: dict = field(default_factory=dict)
+    earlier: list[dict] = field(default_factory=list)
+    """Earlier attempts' records in this folder (oldest first), kept by every `write()`."""
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
@@ -99,6 +104,39 @@ class RunSummary:
     def new(cls, run_dir: str | os.PathLike, model: str) -> RunSummary:
         """A fresh summary (status "running") for a run about to start in `run_dir`."""
         return cls(Path(run_dir), {"model": model, "status": "running"})
+
+    @classmethod
+    def start(cls, run_dir: str | os.PathLike, model: str) -> RunSummary:
+        """A new attempt (status "running", `started_at` now) in `run_dir` that keeps whatever
+        record the folder already holds: its attempts become `earlier`, and an unreadable
+        summary.json is kept aside as `summary.json.unreadable-<n>` (with a warning)."""
+        summary = cls.new(run_dir, model)
+        summary.update(started_at=datetime.now().astimezone().isoformat())
+        if not summary.path.is_file():
+            return summary
+        try:
+            previous = cls.read(summary.path)
+        except DataError as err:
+            aside = _free_name(summary.path, ".unreadable")
+            summary.path.replace(aside)
+            log.warning("%s; kept aside as %s", err, aside.name)
+            return summary
+        record = dict(previous.data)
+        summary.earlier = [*(record.pop("attempts", None) or []), record]
+        return summary
+
+    def record(self) -> dict:
+        """What `write()` stores: this attempt on top, the earlier ones under `attempts`; but
+        while this attempt is not finished and an earlier one is, the newest finished record
+        stays on top (so `decide`, `report` and `sweep` keep finding its metrics)."""
+        if not self.earlier:
+            return dict(self.data)
+        kept = None if self.finished else next(
+            (r for r in reversed(self.earlier) if r.get("status") == "finished"), None)
+        if kept is None:
+            return {**self.data, "attempts": list(self.earlier)}
+        others = [r for r in self.earlier if r is not kept]
+        return {**kept, "attempts": [*others, self.data]}
 
     def expect_model(self, model: str | tuple[str, ...], key: str | None = None) -> RunSummary:
         """Raise DataError unless this run's kind is `model` (or one of them)."""
@@ -232,12 +270,26 @@ class RunSummary:
         return self
 
     def write(self) -> Path:
-        """Write summary.json atomically (a temporary file, then a rename)."""
+        """Write summary.json (`record()`) atomically: a temporary file, then a rename. On an
+        OSError (a full disk) the temporary file is removed and the earlier summary.json stays
+        as it was; the error is raised."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        tmp.replace(self.path)
+        try:
+            tmp.write_text(json.dumps(self.record(), indent=2, default=str))
+            tmp.replace(self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         return self.path
+
+
+def _free_name(path: Path, suffix: str) -> Path:
+    """`<path><suffix>-<n>` for the first n that does not exist yet."""
+    n = 1
+    while path.with_name(f"{path.name}{suffix}-{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}{suffix}-{n}")
 
 
 def find_runs(root: str | os.PathLike | list, model: str | None = None,

@@ -9,20 +9,16 @@ checkpoint, exports the model in diffusers' format and writes the run summary
 
 from __future__ import annotations
 
+import json
 import logging
-import signal
 import time
-import zipfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
-import torch.distributed as dist
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -31,8 +27,16 @@ from omegaconf.errors import OmegaConfBaseException
 from mdvq.callbacks.csv_log import KeepCSVColumns
 from mdvq.callbacks.process_group import ReleaseProcessGroup
 from mdvq.data.errors import DataError
-from mdvq.runs.artifacts import SAFE, load_checkpoint
+from mdvq.runs.artifacts import SAFE, checkpoint_problem, load_checkpoint
 from mdvq.runs.precision import trainer_precision
+from mdvq.runs.signals import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    StopTogetherOnSigterm,
+    interruption,
+    signal_name,
+    sigterm_guard,
+)
 from mdvq.runs.summary import RunSummary
 from mdvq.utils.loggers import close_loggers
 
@@ -60,143 +64,144 @@ def instantiate_collection(cfg: DictConfig | None) -> list:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit, test and export one model as configured; returns the run summary (also written).
+    """Fit, test and export one model as configured; returns this attempt's summary.
 
-    Every run leaves a `summary.json`, also one that fails while being built (a bad config):
-    status `failed` or `interrupted` (Ctrl-C, SIGTERM) with the error, then the error is raised.
+    The story: refuse to start over a finished run (`refuse_finished_run`), record the attempt
+    as `running`, fit, test the best checkpoint, export, record the outcome. Every attempt is
+    recorded in `summary.json` without losing an earlier one (`RunSummary.start`): a failed or
+    interrupted attempt on a finished run keeps the finished record on top and adds itself
+    under `attempts`. Also a run that fails while being built (a bad config) is recorded as
+    `failed` with the error, then the error is raised.
     A run stopped by SIGTERM (a scheduler's time limit, SLURM preemption) records
     `signal: "SIGTERM"` and the checkpoint to resume from, and raises Lightning's
     `SIGTERMException` with exit status 143 (128 + 15), so a scheduler sees a failed job and can
-    requeue it; Ctrl-C likewise exits 130 (128 + 2). Checkpoints saved are at epoch ends.
-    Under `ddp_spawn` (trainer=ddp_cpu) the main process passes the SIGTERM on to its worker
-    processes, which stop the same way. `ckpt_path=last` resumes the interrupted run in its own
-    run folder (`resolve_ckpt_path`).
+    requeue it; Ctrl-C likewise exits 130 (`mdvq.runs.signals`). Checkpoints saved are at epoch
+    ends. `ckpt_path=last` resumes the interrupted run in its own run folder
+    (`resolve_ckpt_path`).
     """
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:  # DDP children re-run this after rank 0 started the attempt
+        refuse_finished_run(out_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary.new(out_dir, model_kind(cfg))
-    summary.update(run_dir=str(out_dir.resolve()))
-    metrics: dict[str, float] = {}
-    checkpoints = None
-    datamodule = model = trainer = None
-    received: dict[str, str] = {}
-    previous_handler = _stop_on_sigterm(lambda: trainer, received)
-    loggers: list = []
-    try:
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
-        L.seed_everything(cfg.seed, workers=True)
-        datamodule = build(cfg.data.datamodule)
-        model = build(cfg.model)
-        # A model that trains on something derived from the spectrograms (a prior on cached code
-        # maps or latents) wraps the datamodule: `model.wrap_datamodule(dm) -> DataModule`.
-        if callable(getattr(model, "wrap_datamodule", None)):
-            datamodule = model.wrap_datamodule(datamodule)
-        callbacks = instantiate_collection(cfg.get("callbacks")) + [
-            KeepCSVColumns(), ReleaseProcessGroup(), StopTogetherOnSigterm()]
-        loggers = instantiate_collection(cfg.get("logger"))
-        precision = trainer_precision(cfg.trainer)
-        summary.update(precision=precision)
-        trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                        precision=precision)
-        for lg in loggers:
-            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **SAFE)
-        metrics.update(_floats(trainer.callback_metrics))
-        # read before testing: `test(ckpt_path="best")` restores the checkpoint callback's state
-        # saved in the best file, whose `last_model_path` is empty when it is from epoch 0
-        checkpoints = _checkpoints(trainer)
-        if cfg.get("test"):
-            ckpt = "best" if checkpoints["best"] else None
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, **SAFE)
-            metrics.update(_floats(trainer.callback_metrics))
-        summary.update(status="finished")
-    except Exception as err:
-        if not received:
-            checkpoints = checkpoints or _checkpoints(trainer)
-            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-            log.error("run failed: %s (%s)", err, _kept(checkpoints))
+    summary = RunSummary.start(out_dir, model_kind(cfg))
+    _write_summary(summary)  # `running`: a run killed outright (SIGKILL, OOM) stays visible
+    state = _RunState()
+    with sigterm_guard(lambda: state.trainer) as received:
+        try:
+            _fit_and_test(cfg, out_dir, summary, state)
+        except Exception as err:
+            state.checkpoints = state.checkpoints or _checkpoints(state.trainer, summary)
+            if not received:
+                summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+                log.error("run failed: %s (%s)", err, _kept(state.checkpoints))
+                raise
+            # a `ddp_spawn` worker stopped by the forwarded SIGTERM: the main process sees it fail
+            _record_interruption(summary, err, received["signal"], state)
+            raise SIGTERMException(EXIT_SIGTERM) from err
+        except BaseException as err:  # Ctrl-C, SIGTERM (timeout, SLURM preemption)
+            state.checkpoints = state.checkpoints or _checkpoints(state.trainer, summary)
+            name = signal_name(err)
+            _record_interruption(summary, err, name, state)
+            if name == "SIGTERM":
+                raise SIGTERMException(EXIT_SIGTERM) from err
+            if name == "SIGINT":
+                raise SystemExit(EXIT_SIGINT) from err
             raise
-        # a `ddp_spawn` worker stopped by the forwarded SIGTERM: the main process sees it fail
-        checkpoints = checkpoints or _checkpoints(trainer)
-        summary.update(status="interrupted", signal=received["signal"],
-                       error=_interruption(err, received["signal"], trainer, checkpoints))
-        log.error("run %s", summary.data["error"])
-        raise SIGTERMException(128 + signal.SIGTERM) from err
-    except BaseException as err:  # Ctrl-C, SIGTERM (timeout, SLURM preemption)
-        checkpoints = checkpoints or _checkpoints(trainer)
-        name = _signal_name(err)
-        summary.update(status="interrupted", signal=name,
-                       error=_interruption(err, name, trainer, checkpoints))
-        log.error("run %s", summary.data["error"])
-        if name == "SIGTERM":
-            raise SIGTERMException(128 + signal.SIGTERM) from err
-        if name == "SIGINT":
-            raise SystemExit(128 + signal.SIGINT) from err
-        raise
-    finally:
-        _restore_sigterm(previous_handler)
-        has_data = getattr(datamodule, "data_key", None) and hasattr(datamodule, "describe")
-        checkpoints = checkpoints or _checkpoints(trainer)
-        described = datamodule.describe() if has_data else None
-        summary.update(
-            metrics=metrics,
-            data_key=getattr(datamodule, "data_key", None),
-            data=described,
-            skipped_files=(described or {}).get("skipped_files"),
-            checkpoints={k: summary.relative(v) for k, v in checkpoints.items()},
-            wall_time_s=round(time.time() - started, 2),
-            parameters=_trainable_parameters(model),
-            finished_at=datetime.now(timezone.utc).isoformat(),
-            config=_config_dict(cfg),
-        )
-        if summary.finished and cfg.get("export") and hasattr(model, "export_pretrained"):
-            summary.update(pretrained_dir=summary.relative(_export(model, out_dir / "pretrained")))
-        _write_summary(summary)
-        close_loggers(loggers, failed=not summary.finished)  # one W&B run per run, not per process
+        finally:
+            _finish_record(cfg, out_dir, summary, state, started)
     return summary.data
 
 
-class StopTogetherOnSigterm(Callback):
-    """In a multi-process run, marks a SIGTERM without a collective inside the signal handler.
+@dataclass
+class _RunState:
+    """What a run has built so far (None until built), for the record of a failed attempt."""
 
-    Lightning's SIGTERM handler broadcasts a tensor from rank 0 inside the handler; when the
-    ranks are signalled at different points of a batch (SLURM signals every task, the main
-    process of `ddp_spawn` forwards the signal to its workers), that broadcast meets another
-    collective (a gradient all-reduce) and the job hangs instead of stopping. Once Lightning has
-    installed its handler (before the sanity check and before training) this one replaces it
-    in processes of a group of several: it only marks the signal (and, in the process that
-    launched the others with `ddp`, passes it on to them, as Lightning's does). Lightning's loop
-    broadcasts the mark at the start of the next batch, so every rank stops there together
-    (SIGTERMException, exit 143). Lightning restores the previous handler at the end of the run.
-    """
+    datamodule: object = None
+    model: object = None
+    trainer: object = None
+    loggers: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    checkpoints: dict | None = None
 
-    def on_sanity_check_start(self, trainer, pl_module) -> None:
-        """Install the handler before the sanity check's validation batches."""
-        self._install(trainer)
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        """Install the handler (again: Lightning re-registers its own before each stage)."""
-        self._install(trainer)
+def _fit_and_test(cfg: DictConfig, out_dir: Path, summary: RunSummary, state: _RunState) -> None:
+    """Build everything from the config, fit, then test the best checkpoint."""
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    state.datamodule = build(cfg.data.datamodule)
+    state.model = build(cfg.model)
+    # A model that trains on something derived from the spectrograms (a prior on cached code
+    # maps or latents) wraps the datamodule: `model.wrap_datamodule(dm) -> DataModule`.
+    if callable(getattr(state.model, "wrap_datamodule", None)):
+        state.datamodule = state.model.wrap_datamodule(state.datamodule)
+    callbacks = instantiate_collection(cfg.get("callbacks")) + [
+        KeepCSVColumns(), ReleaseProcessGroup(), StopTogetherOnSigterm()]
+    state.loggers = instantiate_collection(cfg.get("logger"))
+    precision = trainer_precision(cfg.trainer)
+    summary.update(precision=precision)
+    state.trainer = trainer = build(cfg.trainer, callbacks=callbacks,
+                                    logger=state.loggers or False, precision=precision)
+    for lg in state.loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(state.model, datamodule=state.datamodule, ckpt_path=ckpt_path, **SAFE)
+    state.metrics.update(_floats(trainer.callback_metrics))
+    # read before testing: `test(ckpt_path="best")` restores the checkpoint callback's state
+    # saved in the best file, whose `last_model_path` is empty when it is from epoch 0
+    state.checkpoints = _checkpoints(trainer, summary)
+    if cfg.get("test"):
+        ckpt = "best" if state.checkpoints["best"] else None
+        trainer.test(state.model, datamodule=state.datamodule, ckpt_path=ckpt, **SAFE)
+        state.metrics.update(_floats(trainer.callback_metrics))
+    summary.update(status="finished")
 
-    @staticmethod
-    def _install(trainer) -> None:
-        if not (dist.is_available() and dist.is_initialized() and trainer.world_size > 1):
-            return
-        connector = trainer._signal_connector
 
-        def handler(signum, frame):
-            if not connector.received_sigterm:
-                log.info("rank %d: SIGTERM, stopping after the current batch", trainer.global_rank)
-                launcher = trainer.strategy.launcher
-                if launcher is not None and trainer.global_rank == 0:
-                    launcher.kill(signum)  # `ddp` children (a spawn worker has no processes)
-            connector.received_sigterm = True
+def _record_interruption(summary: RunSummary, err: BaseException, name: str | None,
+                         state: _RunState) -> None:
+    summary.update(status="interrupted", signal=name,
+                   error=interruption(err, name, state.trainer, state.checkpoints))
+    log.error("run %s", summary.data["error"])
 
-        try:
-            signal.signal(signal.SIGTERM, handler)
-        except ValueError:  # not the main thread
-            pass
+
+def _finish_record(cfg: DictConfig, out_dir: Path, summary: RunSummary, state: _RunState,
+                   started: float) -> None:
+    """Fill in and write this attempt's summary (and export a finished model)."""
+    datamodule = state.datamodule
+    has_data = getattr(datamodule, "data_key", None) and hasattr(datamodule, "describe")
+    checkpoints = state.checkpoints or _checkpoints(state.trainer, summary)
+    described = datamodule.describe() if has_data else None
+    summary.update(
+        metrics=state.metrics,
+        data_key=getattr(datamodule, "data_key", None),
+        data=described,
+        skipped_files=(described or {}).get("skipped_files"),
+        checkpoints={k: summary.relative(v) for k, v in checkpoints.items()},
+        wall_time_s=round(time.time() - started, 2),
+        parameters=_trainable_parameters(state.model),
+        finished_at=datetime.now(timezone.utc).isoformat(),
+        config=_config_dict(cfg),
+    )
+    if summary.finished and cfg.get("export") and hasattr(state.model, "export_pretrained"):
+        summary.update(pretrained_dir=summary.relative(_export(state.model, out_dir / "pretrained")))
+    _write_summary(summary)
+    close_loggers(state.loggers, failed=not summary.finished)  # one W&B run per run
+
+
+def refuse_finished_run(out_dir: Path, ckpt_path, overwrite: bool) -> None:
+    """FileExistsError when `out_dir` holds a finished run and this one would start afresh
+    (no `ckpt_path`, no `overwrite=true`): its checkpoints and export would be replaced."""
+    if ckpt_path not in (None, "") or overwrite or not RunSummary.exists(out_dir):
+        return
+    try:
+        earlier = RunSummary.read(out_dir)
+    except DataError:
+        return  # unreadable: `RunSummary.start` keeps the file aside
+    if earlier.finished:
+        raise FileExistsError(
+            f"{out_dir} holds a finished {earlier.model} run (summary.json, checkpoints/, "
+            "pretrained/): refusing to start a fresh run over it. Resume or extend it with "
+            "ckpt_path=last, start elsewhere with a new hydra.run.dir=<folder>, or replace its "
+            "checkpoints with overwrite=true (its summary is kept under `attempts`)")
 
 
 def _trainable_parameters(model) -> int | None:
@@ -265,22 +270,9 @@ def check_checkpoint(path: str | Path, key: str = "ckpt_path") -> Path:
     if not path.is_file():
         raise DataError(path, f"{key}: is a folder, not a checkpoint file (e.g. give "
                         "<run folder>/checkpoints/last.ckpt)")
-    size = path.stat().st_size
-    if not zipfile.is_zipfile(path):
-        raise DataError(path, f"{key}: not a PyTorch checkpoint, or truncated ({size} bytes; "
-                        "torch.save writes a zip archive). Resume from another checkpoint, e.g. "
-                        "the run's checkpoints/last.ckpt or its best epoch_*.ckpt")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
-        raise DataError(path, f"{key}: corrupt checkpoint archive ({err})") from err
-    if bad is not None:
-        raise DataError(path, f"{key}: corrupt checkpoint: entry {bad!r} fails its CRC check "
-                        "(damaged while copied or written?)")
-    if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
-        raise DataError(path, f"{key}: a zip archive without data.pkl, not a torch.save file")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise DataError(path, f"{key}: {problem}")
     load_checkpoint(path, key)  # weights-only: a pickle that would run code is refused here
     return path
 
@@ -311,7 +303,13 @@ def _export(model, directory: Path) -> str:
 
 @rank_zero_only
 def _write_summary(summary: RunSummary) -> None:
-    log.info("summary: %s", summary.write())
+    """Write summary.json; when that fails (a full disk) log the record itself, then raise."""
+    try:
+        log.info("summary: %s", summary.write())
+    except OSError as err:
+        log.error("could not write %s (%s); the run's record: %s", summary.path, err,
+                  json.dumps(summary.data, default=str)[:20000])
+        raise
 
 
 def _floats(metrics) -> dict[str, float]:
@@ -324,9 +322,19 @@ def _floats(metrics) -> dict[str, float]:
     return out
 
 
-def _checkpoints(trainer) -> dict[str, str | None]:
-    """{"best": path, "last": path} of the trainer's checkpoint callback (existing files only)."""
-    return {"best": _best_checkpoint(trainer), "last": _last_checkpoint(trainer)}
+def _checkpoints(trainer, summary: RunSummary) -> dict[str, str | None]:
+    """{"best": path, "last": path} of the trainer's checkpoint callbacks: only files inside
+    the run folder that are whole (a checkpoint cut short by a full disk is never named)."""
+    found = {"best": _best_checkpoint(trainer), "last": _last_checkpoint(trainer)}
+    kept = {}
+    for which, path in found.items():
+        problem = checkpoint_problem(path) if path else None
+        if path and (problem or not summary.contains(path)):
+            log.warning("%s checkpoint %s not recorded: %s", which, path,
+                        problem or f"outside the run folder {summary.run_dir}")
+            path = None
+        kept[which] = path
+    return kept
 
 
 def _best_checkpoint(trainer) -> str | None:
@@ -357,67 +365,3 @@ def _kept(checkpoints: dict) -> str:
     return "checkpoints kept: " + ", ".join(where) if where else "no checkpoint was written"
 
 
-def _signal_name(err: BaseException) -> str | None:
-    """"SIGTERM" for Lightning's SIGTERMException, "SIGINT" for Ctrl-C (Lightning turns a
-    KeyboardInterrupt inside fit into `SystemExit(1)`), else None."""
-    if isinstance(err, SIGTERMException):
-        return "SIGTERM"
-    if isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):
-        return "SIGINT"
-    return None
-
-
-def _interruption(err: BaseException, name: str | None, trainer, checkpoints: dict) -> str:
-    """The summary's error text of an interrupted run: the signal, where it stopped, and the
-    checkpoint to resume from."""
-    if name is None:
-        return f"{type(err).__name__}: {err}"
-    where = ""
-    if trainer is not None and trainer.state.status is not None:
-        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
-    last = checkpoints.get("last")
-    then = (f"resume with ckpt_path={last}" if last else
-            "no checkpoint was written yet (one is saved at the end of each epoch): run again")
-    return f"stopped by {name}{where}; {then}"
-
-
-def _stop_on_sigterm(get_trainer, received: dict | None = None):
-    """Install a SIGTERM handler that raises Lightning's SIGTERMException while no trainer is
-    running (data generation, model building), so a run stopped then still writes its summary
-    and exits 143. While fitting, Lightning's own handler (which calls this one too) only marks
-    the signal and stops the loop after the current batch. In the main process of `ddp_spawn`,
-    where Lightning installs no handler (its loop runs in the spawned workers), it sends the
-    signal on to the workers, notes it in `received["signal"]`, waits for them to stop after
-    their current batch (at most `_WORKER_STOP_S`) and raises SIGTERMException: the workers
-    leave with status 0 and no results, for which Lightning's main process would otherwise
-    wait forever. Returns the previous handler (`_NOT_INSTALLED` outside the main thread,
-    where handlers cannot be set)."""
-
-    def handler(signum, frame):
-        trainer = get_trainer()
-        if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
-            raise SIGTERMException()
-        launcher = getattr(trainer.strategy, "launcher", None)
-        if isinstance(launcher, _MultiProcessingLauncher) and launcher.procs:
-            if received is not None:
-                received["signal"] = "SIGTERM"
-            launcher.kill(signum)
-            for proc in launcher.procs:
-                proc.join(_WORKER_STOP_S)
-            raise SIGTERMException()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return _NOT_INSTALLED
-    return signal.SIG_DFL if previous is None else previous  # None: set outside Python
-
-
-_NOT_INSTALLED = object()
-_WORKER_STOP_S = 300  # seconds the main process of ddp_spawn waits for its workers to stop
-
-
-def _restore_sigterm(previous) -> None:
-    """Put back the SIGTERM handler `_stop_on_sigterm` replaced."""
-    if previous is not _NOT_INSTALLED:
-        signal.signal(signal.SIGTERM, previous)
