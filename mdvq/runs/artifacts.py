@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,19 +101,30 @@ def load_checkpoint(path: str | os.PathLike, key: str, expect: str = "") -> dict
     """
     path = Path(path)
     give = f"; give {expect}" if expect else ""
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(f"{key}: {path} is not a readable checkpoint ({problem}){give}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{key}: {path} is refused: it holds pickled objects other than tensors "
-                         f"and plain data, which could run code when loaded ({first}){give}") from None
-    except Exception as err:  # noqa: BLE001 (truncated, not a torch file, a folder, ...)
+                         f"and plain data, which could run code when loaded "
+                         f"({_offending_global(err)}){give}") from None
+    except Exception as err:  # noqa: BLE001 (a damaged archive entry, ...)
         raise ValueError(f"{key}: {path} is not a readable checkpoint "
                          f"({type(err).__name__}: {str(err)[:200]}){give}") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{key}: {path} is not a Lightning checkpoint (a "  # noqa: TRY004
                          f"{type(ckpt).__name__}, not a dict with a state_dict){give}")
     return ckpt
+
+
+def _offending_global(err: Exception) -> str:
+    """The part of torch's weights-only error that names what the file wanted to construct
+    (torch's own advice to retry with `weights_only=False` is left out)."""
+    text = str(err)
+    match = re.search(r"(Unsupported global: [^\n]*?)(?:\s+This global|\n|$)", text)
+    return match.group(1).strip() if match else text.strip().splitlines()[0][:200]
 
 
 def checkpoint_problem(path: str | os.PathLike) -> str | None:

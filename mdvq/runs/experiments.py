@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from mdvq.evaluation.decision import decide_runs, format_decision, write_decision
 from mdvq.runs.compose import compose_config
-from mdvq.runs.training import train
+from mdvq.runs.summary import RunSummary, free_name
+from mdvq.runs.training import RESUME_FILE, train
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,8 @@ def phase1(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     extra = user_overrides() if overrides is None else list(overrides)
     runs = {}
-    for name in ("klvae", "vqvae"):
-        stage = [f"model={name}", "task=fit", f"paths.output_dir={out_dir / name}"]
-        runs[name] = train(compose_config(extra + stage))
+    for name in ("klvae", "vqvae"):  # a finished stage is reused, an interrupted one resumed
+        runs[name] = train_stage(name, extra + [f"model={name}"], out_dir / name)
     decision = decide_runs(out_dir / "vqvae", out_dir / "klvae",
                            psnr_margin=cfg.decision.psnr_margin,
                            usage_threshold=cfg.decision.usage_threshold)
@@ -108,25 +108,39 @@ def _data_key(cfg: DictConfig) -> str | None:
 
 
 def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
-    """Train one stage into `out_dir` unless a finished run of the same config (fingerprint) and
-    the same data key (data and split) is already there; returns its summary (with `reused`)."""
-    from mdvq.runs.summary import RunSummary
+    """Train one stage into `out_dir`; returns its summary (with `reused`).
 
+    - A finished run of the same config (fingerprint) and data key (data and split) there is
+      reused as it is.
+    - An interrupted one (SIGTERM, Ctrl-C, or killed while `running`) of the same config and data
+      resumes from its `checkpoints/last.ckpt`, as `ckpt_path=last` does for a single run: one
+      set of checkpoints and one continued CSV log.
+    - Anything else there (another config or data key, a failed run) is moved aside to
+      `<stage>.replaced-<n>` (nothing is deleted) and the stage trains afresh.
+    """
     cfg = compose_config(overrides + [f"paths.output_dir={out_dir}", "task=fit"])
-    wanted = config_fingerprint(_resolved(cfg))
     if RunSummary.exists(out_dir):
         done = RunSummary.read(out_dir)
-        if (done.finished and config_fingerprint(done.config) == wanted
-                and done.data_key == _data_key(cfg)):
-            log.info("routes: stage %s reused (%s)", name, out_dir)
+        same = (config_fingerprint(done.config) == config_fingerprint(_resolved(cfg))
+                and done.data_key == _data_key(cfg))
+        if same and done.finished:
+            log.info("stage %s reused (%s)", name, out_dir)
             return {**done.data, "reused": True}
-        log.info("routes: stage %s in %s is %s, or of another config or data key: training it "
-                 "again", name, out_dir, done.status)
+        if same and done.status in ("interrupted", "running") and (out_dir / RESUME_FILE).is_file():
+            log.info("stage %s was %s: resuming it from %s", name, done.status,
+                     out_dir / RESUME_FILE)
+            cfg = compose_config(overrides + [f"paths.output_dir={out_dir}", "task=fit",
+                                              "ckpt_path=last"])
+        else:
+            aside = free_name(out_dir, ".replaced")
+            out_dir.rename(aside)
+            log.info("stage %s in %s is %s, or of another config or data key: moved to %s, "
+                     "training it again", name, out_dir, done.status, aside.name)
     try:
         return {**train(cfg), "reused": False}
     except Exception as err:
-        raise StageFailed(f"routes: stage {name!r} failed ({type(err).__name__}: {err}); "
-                          f"its run folder is {out_dir}, the finished stages are kept") from err
+        raise StageFailed(f"stage {name!r} failed ({type(err).__name__}: {err}); its run folder "
+                          f"is {out_dir}, the finished stages are kept") from err
 
 
 def _json_stage(name: str, path: Path, inputs: dict, make) -> dict:

@@ -117,7 +117,7 @@ class RunSummary:
         try:
             previous = cls.read(summary.path)
         except DataError as err:
-            aside = _free_name(summary.path, ".unreadable")
+            aside = free_name(summary.path, ".unreadable")
             summary.path.replace(aside)
             log.warning("%s; kept aside as %s", err, aside.name)
             return summary
@@ -284,8 +284,9 @@ class RunSummary:
         return self.path
 
 
-def _free_name(path: Path, suffix: str) -> Path:
-    """`<path><suffix>-<n>` for the first n that does not exist yet."""
+def free_name(path: Path, suffix: str) -> Path:
+    """`<path><suffix>-<n>` (a file or folder name) for the first n >= 1 that does not exist yet:
+    where an earlier file is kept aside instead of overwritten."""
     n = 1
     while path.with_name(f"{path.name}{suffix}-{n}").exists():
         n += 1

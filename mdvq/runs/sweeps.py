@@ -109,6 +109,7 @@ def _row(summary: dict, job_dir: Path, root: Path, split: str, min_usage: float)
         "commitment_cost": model_cfg.get("commitment_cost") if is_vq else None,
         "technique": (technique or "plain") if is_vq else None,
         "wall_time_s": summary.get("wall_time_s"),
+        "started_at": summary.get("started_at"),
         "error": summary.get("error"),
         "run_dir": str(job_dir.resolve()),
         "metrics": metrics,
@@ -194,7 +195,8 @@ def to_markdown(rows: list[dict], key: str = "test/psnr", split: str = "test",
             what = ", ".join(f"{n}={r[c]}" for n, c in
                              (("K", "K"), ("commitment", "commitment_cost"), ("technique", "technique"))
                              if r[c] is not None)
-            unknown = ("no final status (interrupted, or still running)" if r["status"] == "running"
+            unknown = (f"no final status since it started at {r.get('started_at') or '?'} "
+                       "(killed, or still running)" if r["status"] == "running"
                        else "no error recorded")
             error = (r["error"] or unknown).replace("\n", " ")
             lines.append(f"- job {r['job']} ({r['status']}{'; ' + what if what else ''}): {error}")
