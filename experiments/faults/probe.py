@@ -1,0 +1,268 @@
+"""Replay the faults of the reliability issue on tiny runs and print a table: case, expected, seen.
+
+    python experiments/faults/probe.py [--out DIR]      # about 2-4 minutes on a 2-core CPU
+
+Each case builds its own input in a temporary folder (a malicious checkpoint, a truncated
+`last.ckpt`, a finished run started again, a moved run folder, a corrupt `.mat`, ...), runs the
+library or command the way a user would, and reports what happened. `ok` is whether what was
+seen matches what is expected. Exit status 1 when a case does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "offline")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import torch
+from conftest import compose_cfg, data_overrides, tiny_overrides
+
+from mdvq.runs.summary import RunSummary
+from mdvq.runs.training import train
+
+SHORT = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "trainer.limit_test_batches=1", "~callbacks.spectrogram_grid",
+         "callbacks.codebook_monitor.log_histogram=false", "trainer.enable_progress_bar=false"]
+CASES = []
+
+
+def case(name: str, expected: str):
+    """Register a probe: a function (tmp folder, data cache) -> what was seen (str, bool ok)."""
+    def register(fn):
+        CASES.append((name, expected, fn))
+        return fn
+    return register
+
+
+class Payload:
+    """Unpickling it creates a marker file: the code a malicious checkpoint would run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def evil(path: Path, marker: Path, prefix="model.encoder.") -> Path:
+    torch.save({"state_dict": {f"{prefix}w": torch.zeros(1)}, "x": Payload(marker)}, path)
+    return path
+
+
+def error_of(fn) -> str:
+    try:
+        fn()
+    except BaseException as err:  # noqa: BLE001 (the probe reports whatever happens)
+        return f"{type(err).__name__}: {err}"
+    return "no error"
+
+
+def tiny(tmp: Path, cache: Path, *extra: str) -> list[str]:
+    return tiny_overrides(tmp, data_cache=cache) + SHORT + list(extra)
+
+
+def finished_run(tmp: Path, cache: Path) -> tuple[list[str], Path]:
+    overrides = tiny(tmp, cache, "trainer.max_epochs=1", "export=false")
+    train(compose_cfg(overrides))
+    return overrides, tmp / "run"
+
+
+# ---- 1. a received checkpoint never runs code ------------------------------------------------
+def _evil_key(key: str, overrides_of):
+    def probe(tmp: Path, cache: Path):
+        marker = tmp / "PWNED"
+        ckpt = evil(tmp / "evil.ckpt", marker)
+        seen = error_of(lambda: train(compose_cfg(overrides_of(tmp, cache, ckpt))))
+        ran = marker.exists()
+        return (f"payload ran: {ran}; {seen[:110]}",
+                not ran and key in seen and "refused" in seen)
+    return probe
+
+
+for _key, _make in {
+    "model.autoencoder": lambda t, c, k: ["experiment=latentdiffusion", *data_overrides(t, c),
+                                          f"model.autoencoder={k}"],
+    "model.vqvae": lambda t, c, k: ["experiment=vqdiffusion", *data_overrides(t, c),
+                                    f"model.vqvae={k}"],
+    "ckpt_path": lambda t, c, k: [*tiny(t, c), f"ckpt_path={k}"],
+}.items():
+    case(f"malicious .ckpt as {_key}", "refused naming the key; payload never runs")(
+        _evil_key(_key, _make))
+
+
+@case("malicious .ckpt to mdvq.sample / mdvq.evaluate",
+      "refused naming `prior` / `classifier`; payload never runs")
+def _evil_commands(tmp: Path, cache: Path):
+    import numpy as np
+
+    from mdvq.evaluate import main as evaluate_main
+    from mdvq.runs.samples import write_samples
+    from mdvq.sample import main as sample_main
+
+    marker = tmp / "PWNED"
+    prior = evil(tmp / "prior.ckpt", marker, "transformer.")
+    cls = evil(tmp / "cls.ckpt", marker, "backbone.")
+    samples = write_samples(tmp / "s", np.zeros((2, 1, 16, 16), np.float32), np.array([0, 1]),
+                            {"class_names": ["a", "b"]}, pictures=False)
+    a = error_of(lambda: sample_main([str(prior), f"out={tmp / 'o'}"]))
+    b = error_of(lambda: evaluate_main([f"classifier={cls}", f"samples={samples}",
+                                        f"out={tmp / 'e'}", "data=radar"]))
+    return (f"payload ran: {marker.exists()}; {a[:60]} | {b[:60]}",
+            not marker.exists() and "prior:" in a and "classifier:" in b)
+
+
+# ---- 2. no command destroys a finished run's record -------------------------------------------
+@case("resume from a truncated last.ckpt of a finished run",
+      "error names ckpt_path; summary keeps the finished metrics, failure under attempts")
+def _truncated(tmp: Path, cache: Path):
+    overrides, run = finished_run(tmp, cache)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    seen = error_of(lambda: train(compose_cfg(overrides + ["ckpt_path=last"])))
+    kept = RunSummary.read(run)
+    return ((f"{seen[:70]}; status {kept.status}, test/psnr {kept.metrics.get('test/psnr', 0):.2f}, "
+            f"attempts {[a['status'] for a in kept.data.get('attempts', [])]}"),
+            "ckpt_path" in seen and kept.finished and "test/psnr" in kept.metrics)
+
+
+@case("fresh run with hydra.run.dir=<finished run>",
+      "refused naming ckpt_path=last, hydra.run.dir, overwrite=true; nothing touched")
+def _fresh_over_finished(tmp: Path, cache: Path):
+    overrides, run = finished_run(tmp, cache)
+    before = (run / "summary.json").read_bytes(), (run / "checkpoints" / "last.ckpt").read_bytes()
+    seen = error_of(lambda: train(compose_cfg(overrides)))
+    after = (run / "summary.json").read_bytes(), (run / "checkpoints" / "last.ckpt").read_bytes()
+    return (f"{seen[:90]}; files unchanged: {before == after}",
+            before == after and all(k in seen for k in ("ckpt_path=last", "hydra.run.dir",
+                                                        "overwrite=true")))
+
+
+@case("run killed outright (SIGKILL) mid-run", "summary.json says running, with started_at")
+def _running(tmp: Path, cache: Path):
+    from mdvq.runs import training
+
+    seen = {}
+
+    def killed(cfg, out_dir, summary, state):
+        seen.update(json.loads((out_dir / "summary.json").read_text()))
+        raise SystemExit(-9)
+
+    real, training._fit_and_test = training._fit_and_test, killed
+    try:
+        error_of(lambda: train(compose_cfg(tiny(tmp, cache))))
+    finally:
+        training._fit_and_test = real
+    return (f"status {seen.get('status')}, started_at {seen.get('started_at')}",
+            seen.get("status") == "running" and bool(seen.get("started_at")))
+
+
+@case("full disk (ENOSPC) while writing summary.json",
+      "earlier summary.json unchanged, no .tmp left, the record in the log")
+def _enospc(tmp: Path, cache: Path):
+    import errno
+
+    overrides, run = finished_run(tmp, cache)
+    before = (run / "summary.json").read_bytes()
+    real = Path.write_text
+
+    def full(self, data, *a, **k):
+        if self.name.endswith(".json.tmp"):
+            real(self, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data, *a, **k)
+
+    Path.write_text = full
+    try:
+        seen = error_of(lambda: train(compose_cfg(overrides + ["ckpt_path=last",
+                                                               "trainer.max_epochs=2"])))
+    finally:
+        Path.write_text = real
+    same, tmps = (run / "summary.json").read_bytes() == before, list(run.glob("*.tmp"))
+    return f"{seen[:50]}; summary unchanged: {same}; tmp files: {len(tmps)}", same and not tmps
+
+
+# ---- 3. a moved or copied run folder resumes with its own best checkpoint --------------------
+@case("resume after mv run run2 / cp -r run run3",
+      "same test PSNR as uninterrupted; every recorded checkpoint inside the folder")
+def _moved(tmp: Path, cache: Path):
+    full = train(compose_cfg(tiny(tmp / "full", cache, "trainer.max_epochs=2", "export=false")))
+    train(compose_cfg(tiny(tmp / "part", cache, "trainer.max_epochs=1", "export=false")))
+    shutil.copytree(tmp / "part" / "run", tmp / "copied")
+    (tmp / "part" / "run").rename(tmp / "moved")
+    seen, ok = [], True
+    for folder in (tmp / "moved", tmp / "copied"):
+        got = train(compose_cfg(tiny(tmp / "x", cache, "trainer.max_epochs=2", "export=false",
+                                     f"paths.output_dir={folder}", "ckpt_path=last")))
+        run = RunSummary.read(folder)
+        inside = all(run.contains(run.resolve(p)) for p in run.data["checkpoints"].values() if p)
+        same = abs(got["metrics"]["test/psnr"] - full["metrics"]["test/psnr"]) < 1e-4
+        seen.append(f"{folder.name}: {got['metrics']['test/psnr']:.3f} dB "
+                    f"(uninterrupted {full['metrics']['test/psnr']:.3f}), inside {inside}")
+        ok &= inside and same
+    return "; ".join(seen), ok
+
+
+# ---- 4. an interrupted experiment stage resumes --------------------------------------------
+@case("experiment stage interrupted by SIGTERM, then run again",
+      "resumes from last.ckpt (CSV log version_1 from epoch >= 1), one best checkpoint")
+def _stage(tmp: Path, cache: Path):
+    import csv
+
+    from conftest import sigterm_after_first_checkpoint
+
+    from mdvq.runs.experiments import train_stage
+
+    stage = tmp / "stages" / "vqvae"
+    overrides = [o for o in tiny(tmp, cache, "trainer.max_epochs=3", "export=false",
+                                 "trainer.limit_train_batches=4")
+                 if not o.startswith("paths.output_dir")]
+    status, _, _ = sigterm_after_first_checkpoint(
+        overrides + [f"paths.output_dir={stage}", "task=fit"], stage)
+    train_stage("vqvae", overrides, stage)
+    rows = list(csv.DictReader((stage / "csv" / "version_1" / "metrics.csv").open()))
+    first = min(int(r["epoch"]) for r in rows if r.get("epoch"))
+    best = len(list((stage / "checkpoints").glob("epoch_*.ckpt")))
+    return (f"exit {status}; resumed log starts at epoch {first}; best checkpoints: {best}",
+            status == 143 and first >= 1 and best == 1)
+
+
+def main() -> int:
+    """Run every case; print the table; 1 when a case's outcome is not the expected one."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="keep the case folders here")
+    parser.add_argument("-k", default="", help="only the cases whose name contains this")
+    args = parser.parse_args()
+    root = Path(args.out or tempfile.mkdtemp(prefix="mdvq-faults-"))
+    cache = root / "cache"
+    rows, failed = [], 0
+    for i, (name, expected, probe) in enumerate(CASES):
+        if args.k not in name:
+            continue
+        tmp = root / f"case{i:02d}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            seen, ok = probe(tmp, cache)
+        except Exception:  # noqa: BLE001 (a probe that breaks is a finding too)
+            seen, ok = "probe crashed: " + traceback.format_exc(limit=1).splitlines()[-1], False
+        failed += not ok
+        rows.append((name, expected, seen.replace("|", "/").replace("\n", " "), "yes" if ok else "NO"))
+        print(f"[{'ok' if ok else 'NO'}] {name}", file=sys.stderr, flush=True)
+    print("| case | expected | seen | ok |\n|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.out is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
