@@ -22,16 +22,13 @@ and :meth:`FrozenKLVAE.unscale` are those two maps with the values the prior mea
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
 
 from mdvq.models.fingerprint import network_fingerprint
-from mdvq.runs.artifacts import load_module, resolve_artifact
-
-log = logging.getLogger(__name__)
+from mdvq.runs.artifacts import load_frozen
 
 KEY = "model.autoencoder"
 """The config key that names the KL-VAE (the default key of every error message)."""
@@ -131,14 +128,11 @@ def load_frozen_klvae(path: str | Path, key: str = KEY) -> FrozenKLVAE:
     :func:`mdvq.runs.artifacts.resolve_artifact` (checkpoints are opened weights-only).
     FileNotFoundError when ``path`` holds none of these; ValueError naming ``key`` when it holds
     another kind of model (a VQ-VAE) or an unreadable file."""
-    artifact = resolve_artifact(path, "klvae", key)
-    if artifact.form == "diffusers":
-        model = AutoencoderKL.from_pretrained(artifact.path)
-        return FrozenKLVAE(model, source=str(artifact.path), image_size=artifact.image_size)
-    from mdvq.models.klvae import KLVAEModule
+    return load_frozen(path, "klvae", key, FrozenKLVAE, AutoencoderKL, _module_class,
+                       lambda module: module.model)
 
-    if artifact.run is not None:
-        log.info("KL-VAE %s: no exported model; using checkpoint %s", path, artifact.path)
-    module = load_module(KLVAEModule, artifact.path, key)
-    return FrozenKLVAE(module.model, source=str(artifact.path),
-                       image_size=module.hparams.get("image_size"))
+
+def _module_class():
+    from mdvq.models.klvae import KLVAEModule  # late: the module imports this one
+
+    return KLVAEModule

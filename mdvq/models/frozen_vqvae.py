@@ -17,16 +17,13 @@ any of these forms is refused with a ValueError naming the config key. Only the 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
 from diffusers import VQModel
 
 from mdvq.models.fingerprint import network_fingerprint
-from mdvq.runs.artifacts import load_module, resolve_artifact
-
-log = logging.getLogger(__name__)
+from mdvq.runs.artifacts import load_frozen
 
 KEY = "model.vqvae"
 """The config key that names the VQ-VAE (the default key of every error message)."""
@@ -114,14 +111,11 @@ def load_frozen_vqvae(path: str | Path, key: str = KEY) -> FrozenVQVAE:
     :func:`mdvq.runs.artifacts.resolve_artifact` (checkpoints are opened weights-only).
     FileNotFoundError when ``path`` holds none of these; ValueError naming ``key`` when it holds
     another kind of model (a KL-VAE) or an unreadable file."""
-    artifact = resolve_artifact(path, "vqvae", key)
-    if artifact.form == "diffusers":
-        model = VQModel.from_pretrained(artifact.path)
-        return FrozenVQVAE(model, source=str(artifact.path), image_size=artifact.image_size)
-    from mdvq.models.vqvae import VQVAEModule
+    return load_frozen(path, "vqvae", key, FrozenVQVAE, VQModel, _module_class,
+                       lambda module: module.to_diffusers())
 
-    if artifact.run is not None:
-        log.info("VQ-VAE %s: no exported model; using checkpoint %s", path, artifact.path)
-    module = load_module(VQVAEModule, artifact.path, key)
-    return FrozenVQVAE(module.to_diffusers(), source=str(artifact.path),
-                       image_size=module.hparams.get("image_size"))
+
+def _module_class():
+    from mdvq.models.vqvae import VQVAEModule  # late: the module imports this one
+
+    return VQVAEModule

@@ -16,6 +16,7 @@ prefixes (:func:`checkpoint_kind`), never from a pickled class.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -27,6 +28,8 @@ import torch
 
 from mdvq.data.errors import DataError
 from mdvq.runs.summary import RunSummary
+
+log = logging.getLogger(__name__)
 
 SAFE = {"weights_only": True}
 """Keyword arguments for every Lightning load of a received file (``load_from_checkpoint``,
@@ -267,3 +270,21 @@ def load_module(module_class, path: str | os.PathLike, key: str, map_location="c
                          f"{module_class.__module__}.{module_class.__name__} "
                          f"({type(err).__name__}: {str(err)[:300]})") from None
     return module.eval()
+
+
+def load_frozen(path: str | os.PathLike, kind: str, key: str, frozen_class, diffusers_class,
+                module_class, network_of):
+    """A frozen autoencoder of ``kind`` ("vqvae" or "klvae") from whatever ``path`` names: a
+    diffusers folder loads ``diffusers_class.from_pretrained``; a checkpoint loads
+    ``module_class()`` (a function returning the LightningModule class, imported late) weights-
+    only and takes ``network_of(module)``. Returns ``frozen_class(network, source=...,
+    image_size=...)``; errors as :func:`resolve_artifact` and :func:`load_module`."""
+    artifact = resolve_artifact(path, kind, key)
+    if artifact.form == "diffusers":
+        network = diffusers_class.from_pretrained(artifact.path)
+        return frozen_class(network, source=str(artifact.path), image_size=artifact.image_size)
+    if artifact.run is not None:
+        log.info("%s %s: no exported model; using checkpoint %s", kind, path, artifact.path)
+    module = load_module(module_class(), artifact.path, key)
+    return frozen_class(network_of(module), source=str(artifact.path),
+                        image_size=module.hparams.get("image_size"))
