@@ -149,8 +149,8 @@ def test_class_with_too_few_recordings_stops_with_counts(tmp_path):
     for r in range(2):
         write(tmp_path / "class9" / f"rec{r}", "npy_complex", tone(200.0, 3.0, seed=r))
     dm = SpectrogramDataModule(source(tmp_path, sample_rate_hz=FS), image_size=(32, 16))
-    with pytest.raises(ValueError, match=r"at least 3 recordings.*0: 3, 1: 3, 2: 2.*too few: \[2\]"
-                                         r".*test_fraction=0"):
+    with pytest.raises(ValueError, match=r"at least 3 recordings.*class0: 3, class1: 3, class9: 2"
+                                         r".*too few: \['class9'\].*test_fraction=0"):
         dm.setup()
 
 
