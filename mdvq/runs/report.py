@@ -255,11 +255,16 @@ def decision_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
         except ValueError as err:
             log.warning("%s", err)
             continue
+        if d.get("data_key_forced"):  # decided with force=true on different data
+            data = (f"different data, decided with force=true: VQ {d.get('vq_data_key')}, "
+                    f"KL {d.get('kl_data_key')}")
+        else:
+            data = d.get("data_key")
         rows.append((_label(path.parent, roots), d["verdict"], d.get("psnr_vq"), d.get("psnr_kl"),
-                     d.get("psnr_required"), d.get("usage_vq"), d.get("usage_threshold"),
+                     d.get("psnr_required"), d.get("usage_vq"), d.get("usage_threshold"), data,
                      "; ".join(d.get("reasons") or [])))
     return table(["experiment", "verdict", "PSNR VQ [dB]", "PSNR KL [dB]", "PSNR to beat [dB]",
-                  "usage VQ", "usage threshold", "reasons"], rows, "decisions")
+                  "usage VQ", "usage threshold", "data key", "reasons"], rows, "decisions")
 
 
 def routes_table(path: Path, label: str) -> str:
