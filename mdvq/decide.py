@@ -1,13 +1,16 @@
 """Command: the phase-1 decision rule on two finished runs, or on a routes experiment.
 
     python -m mdvq.decide VQ_RUN KL_RUN [out=PATH] [psnr_margin=0.10] [usage_threshold=0.80]
+                          [force=true]
     python -m mdvq.decide ROUTES_DIR
 
 VQ_RUN / KL_RUN are run folders (or their summary.json): prints the verdict and writes
 decision.json (default: in VQ_RUN). A routes folder (`experiment=routes`) gets the same rule,
 unchanged, on its two autoencoders, and next to it the generation evidence of both routes.
 The thresholds default to conf/decision/default.yaml, the source phase 1 and the DecisionRule
-callback use too. Exit status 0 on success, 2 on bad input.
+callback use too. Runs trained on different data (their `data_key`s differ) are refused unless
+`force=true`, which decision.json records with both keys. Exit status 0 on success, 2 on bad
+input.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ OPTIONS = [
             "(None: conf/decision/default.yaml)"),
     cli.Arg("usage_threshold", float, None, "codebook usage the VQ-VAE must exceed "
             "(None: conf/decision/default.yaml)"),
+    cli.Arg("force", bool, False, "decide even when the runs used different data (data_key); "
+            "recorded in decision.json"),
 ]
 
 
@@ -55,7 +60,7 @@ def main(argv: list[str]) -> Path:
         runs = [routes / "vqvae", routes / "klvae"]
     elif len(runs) != 2:
         raise cli.UsageError(f"expected VQ_RUN KL_RUN or one routes folder, got {runs}")
-    decision = decide_runs(runs[0], runs[1], **limits)
+    decision = decide_runs(runs[0], runs[1], **limits, force=opts["force"])
     default = (routes if routes else RunSummary.path_of(runs[0]).parent) / DECISION_NAME
     out = write_decision(decision, opts["out"] or default)
     print(format_decision(decision))

@@ -5,7 +5,8 @@
 
 PRIOR is a prior run folder (VQ-Diffusion or latent diffusion; its best checkpoint, else
 ``last.ckpt``), a Lightning checkpoint of either prior, or an exported latent-diffusion folder.
-``out`` defaults to ``<run folder>/samples``. The folder written (``samples.npy``,
+``out`` defaults to ``<run folder>/samples``; one that already holds samples is refused
+unless ``overwrite=true``, which removes only the files an earlier call wrote. The folder written (``samples.npy``,
 ``labels.npy``, ``meta.json``, ``png/``, ``grid.png``) is described in
 :mod:`mdvq.runs.samples`; ``python -m mdvq.evaluate`` scores it.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mdvq.runs.samples import write_samples
+from mdvq.runs.samples import clear_samples, write_samples
 from mdvq.runs.sampling import load_prior, sample_prior
 from mdvq.utils import cli
 
@@ -35,6 +36,8 @@ OPTIONS = [
     cli.Arg("batch_size", int, 64, "samples per model call"),
     cli.Arg("device", str, "auto", "auto | cpu | cuda"),
     cli.Arg("classes", list, None, "comma-separated class names (None: all)"),
+    cli.Arg("overwrite", bool, False, "replace the samples an earlier call wrote to out "
+                                      "(only its files; others are kept)"),
 ]
 
 
@@ -46,17 +49,21 @@ def main(argv: list[str]) -> Path:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise cli.UsageError(f"device must be auto, cpu or cuda, got {device!r}")
+    if opts["out"]:  # an occupied out is refused before the prior is even loaded
+        clear_samples(opts["out"], opts["overwrite"], dry_run=True)
     module, source = load_prior(opts["prior"], device)
-    images, labels, meta = sample_prior(module, opts["n_per_class"], opts["steps"],
-                                        opts["guidance"], opts["seed"], opts["batch_size"],
-                                        opts["classes"], opts["sampler"], opts["truncation"])
-    meta["prior"] = str(Path(source).resolve())
     if opts["out"]:
         out = Path(opts["out"])
     else:
         target = Path(opts["prior"])
         run = target if target.is_dir() else Path(source).parent
         out = (run.parent if run.name == "checkpoints" else run) / "samples"
+        clear_samples(out, opts["overwrite"], dry_run=True)
+    images, labels, meta = sample_prior(module, opts["n_per_class"], opts["steps"],
+                                        opts["guidance"], opts["seed"], opts["batch_size"],
+                                        opts["classes"], opts["sampler"], opts["truncation"])
+    meta["prior"] = str(Path(source).resolve())
+    clear_samples(out, opts["overwrite"])  # only now: a failed call removes nothing
     write_samples(out, images, labels, meta)
     print(f"{len(set(labels.tolist()))} classes x {opts['n_per_class']} samples at "
           f"{meta['samples_per_second']} samples/s -> {out}")

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,41 @@ def test_load_each_skip_and_raise(caplog):
         load_each(["a", "bad"], load, on_error="raise")
     with pytest.raises(ValueError, match="data.on_error"):
         load_each([], load, on_error="ignore")
+
+
+def _rewrite(path, change, keep_checksum=True):
+    """Rewrite the .npz at `path` as a valid .npz with `change(arrays)` applied."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    if not keep_checksum:
+        arrays.pop("checksum", None)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("change, keep, warning", [
+    (lambda a: a["labels"].__setitem__(slice(None), a["labels"][::-1]), True,
+     "content checksum mismatch"),
+    (lambda a: a["images"].__setitem__((3, 0, 1, 1), np.nan), True, "content checksum mismatch"),
+    (lambda a: None, False, r"no content checksum \(a cache written by an older mdvq\): treated as stale"),
+])
+def test_altered_or_unchecked_cache_is_rebuilt_naming_the_file(tmp_path, caplog, change, keep,
+                                                               warning):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return make_set()
+
+    first = load_or_build(tmp_path, "toy", {"n": 1}, build)
+    (path,) = tmp_path.glob("toy-*.npz")
+    _rewrite(path, change, keep_checksum=keep)
+    with pytest.raises(DataError, match=f"{path.name}: {warning}"):
+        SpectrogramSet.load(path)
+    again = load_or_build(tmp_path, "toy", {"n": 1}, build)
+    assert len(calls) == 2, "the altered cache must be rebuilt, not used"
+    assert re.search(f"rebuilding cache: .*{re.escape(path.name)}: {warning}", caplog.text)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    assert np.isfinite(again.images).all()
+    load_or_build(tmp_path, "toy", {"n": 1}, build)  # the rebuilt file verifies
+    assert len(calls) == 2

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,26 @@ def test_cli_runs_as_a_module(tmp_path):
         check=False,
     )
     assert missing.returncode == 2 and "summary.json" in missing.stderr
+
+
+def test_runs_on_different_data_are_refused_unless_forced_and_recorded(tmp_path, capsys):
+    from mdvq.runs.report import build_report
+
+    vq = write_summary(tmp_path / "vq", "vqvae", {"test/psnr": 30.0, "test/codebook_usage": 0.95},
+                       data_key="radar-aaa-64x64-split1")
+    kl = write_summary(tmp_path / "kl", "klvae", {"test/psnr": 25.0},
+                       data_key="iq-bbb-64x64-split1")
+    assert run_command(main, [str(vq), str(kl)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"different data.*'radar-aaa-64x64-split1'.*'iq-bbb-64x64-split1'.*force=true",
+                     err), err
+    assert not (vq / "decision.json").exists(), "no verdict written for mismatched runs"
+    assert run_command(main, [str(vq), str(kl), "force=true"]) == 0
+    assert "forced (force=true) on different data" in capsys.readouterr().out
+    data = json.loads((vq / "decision.json").read_text())
+    assert data["vq_data_key"] == "radar-aaa-64x64-split1"
+    assert data["kl_data_key"] == "iq-bbb-64x64-split1" and data["data_key_forced"] is True
+    assert any("force=true" in r for r in data["reasons"])
+    page = build_report([tmp_path])
+    assert ("different data, decided with force=true: VQ radar-aaa-64x64-split1, "
+            "KL iq-bbb-64x64-split1") in page

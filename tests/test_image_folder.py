@@ -153,3 +153,15 @@ def test_recording_ids_from_pattern_and_physical_axes(tmp_path):
                         ({"duration_s": 0}, "data.duration_s"), ({"id_pattern": "("}, "data.id_pattern")):
         with pytest.raises(ValueError, match=re.escape(key)):
             ImageFolderSource(tmp_path, **kwargs)
+
+
+def test_no_ids_warning_names_the_folder_sources_key(tmp_path, caplog):
+    from mdvq.data.datamodule import SpectrogramDataModule
+
+    for cls in ("fall", "walk"):
+        for rec in range(5):
+            save(tmp_path / cls / f"r{rec}_w0.png", gradient())
+    with caplog.at_level(logging.WARNING):
+        SpectrogramDataModule(ImageFolderSource(tmp_path), image_size=(8, 8)).setup()
+    assert "no recording or subject ids" in caplog.text
+    assert "data.id_pattern" in caplog.text and "name_pattern" not in caplog.text

@@ -149,8 +149,8 @@ def test_class_with_too_few_recordings_stops_with_counts(tmp_path):
     for r in range(2):
         write(tmp_path / "class9" / f"rec{r}", "npy_complex", tone(200.0, 3.0, seed=r))
     dm = SpectrogramDataModule(source(tmp_path, sample_rate_hz=FS), image_size=(32, 16))
-    with pytest.raises(ValueError, match=r"at least 3 recordings.*0: 3, 1: 3, 2: 2.*too few: \[2\]"
-                                         r".*test_fraction=0"):
+    with pytest.raises(ValueError, match=r"at least 3 recordings.*class0: 3, class1: 3, class9: 2"
+                                         r".*too few: \['class9'\].*test_fraction=0"):
         dm.setup()
 
 
@@ -172,7 +172,9 @@ def test_class_with_too_few_recordings_stops_with_counts(tmp_path):
      r"a\.wav: .wav must be stereo"),
     (lambda p: (p / "c" / "a.bin").write_bytes(b"\0" * 4002), {},
      r"a\.bin: 4002 bytes is not a whole number of float32 I/Q pairs"),
-    (lambda p: (p / "c" / "a.npy").write_bytes(b"not numpy"), {}, r"a\.npy: unreadable .npy"),
+    (lambda p: (p / "c" / "a.npy").write_bytes(b"\0\1\2\3 numpy?"), {}, r"a\.npy: unreadable .npy"),
+    (lambda p: (p / "c" / "a.npy").write_bytes(b"not numpy"), {},
+     r"a\.npy: named \.npy but its content is text"),
 ])
 def test_bad_input_names_file_and_problem_and_caches_nothing(tmp_path, make, kwargs, problem):
     (tmp_path / "data" / "c").mkdir(parents=True)
@@ -234,3 +236,63 @@ def test_iq_config_composes_and_every_key_is_commented(tmp_path):
     assert dm.class_names == ["class0", "class1", "class2"]
     assert dm.freqs_hz[0] < -400 and dm.freqs_hz[-1] > 400  # Hz
     assert 0 < dm.times_s[0] < dm.times_s[-1] < 1.0  # s
+
+
+def test_empty_mat_file_is_a_named_error_and_skippable(tmp_path):
+    recorded_set(tmp_path, n_classes=1, per_class=2)
+    (tmp_path / "class0" / "empty.mat").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.mat: empty file \(0 bytes\)"):
+        source(tmp_path, sample_rate_hz=FS).load()
+    data = source(tmp_path, sample_rate_hz=FS, on_error="skip").load()
+    assert data.meta["n_skipped"] == 1 and "empty.mat" in data.meta["skipped"][0]
+    assert data.meta["n_recordings"] == 2
+
+
+@pytest.mark.parametrize("name, make, problem", [
+    ("a.npy", lambda p: write(p.with_suffix(""), "wav", tone(50.0)).rename(p),
+     r"a\.npy: named \.npy but its content is a WAV file \(RIFF header\)"),
+    ("a.bin", lambda p: p.write_text("time,i,q\n" + "0.001,0.5,0.25\n" * 3200),
+     (r"a\.bin: named \.bin \(read as raw interleaved I/Q samples\) but its content is text "
+      r"\('time,i,q'")),
+    ("a.wav", lambda p: write(p.with_suffix(""), "npy_cols", tone(50.0)).rename(p),
+     r"a\.wav: named \.wav but its content is a NumPy \.npy array"),
+    ("a.mat", lambda p: write(p.with_suffix(""), "npz", tone(50.0)).rename(p),
+     r"a\.mat: named \.mat but its content is a zip archive"),
+    ("a.bin", lambda p: write(p.with_suffix(""), "mat_cols", tone(50.0)).rename(p),
+     r"a\.bin: .*its content is a MATLAB \.mat file"),
+])
+def test_content_that_does_not_fit_the_suffix_is_named(tmp_path, name, make, problem):
+    (tmp_path / "c").mkdir()
+    make(tmp_path / "c" / name)
+    with pytest.raises(DataError, match=problem):
+        source(tmp_path, sample_rate_hz=FS).load()
+
+
+def test_empty_class_folder_is_an_error_naming_it(tmp_path):
+    recorded_set(tmp_path, n_classes=3, per_class=2)
+    (tmp_path / "class9").mkdir()
+    (tmp_path / ".hidden").mkdir()  # hidden folders are not classes
+    with pytest.raises(DataError, match=r"class9: empty class folder: no recordings"):
+        source(tmp_path, sample_rate_hz=FS).load()
+    (tmp_path / "class9").rmdir()
+    assert source(tmp_path, sample_rate_hz=FS).load().class_names == ["class0", "class1", "class2"]
+
+
+def test_recordings_at_different_rates_are_refused_or_resampled(tmp_path):
+    for c, fs in enumerate((500, 1000, 2000)):
+        (tmp_path / f"class{c}").mkdir()
+        for r in range(2):
+            t = np.arange(int(3.0 * fs)) / fs
+            np.savez(tmp_path / f"class{c}" / f"rec{r}.npz",
+                     iq=np.exp(2j * np.pi * 100.0 * t) + 2.0, fs=float(fs))
+    with pytest.raises(DataError, match=r"3 different sample rates.*500 Hz \(e\.g\. class0/rec0\.npz\)"
+                                        r".*1000 Hz \(e\.g\. class1/rec0\.npz\)"
+                                        r".*2000 Hz \(e\.g\. class2/rec0\.npz\).*resample_hz"):
+        source(tmp_path).load()
+    data = source(tmp_path, resample_hz=FS).load()
+    assert data.meta["sample_rate_hz"] == [FS]
+    assert data.meta["recorded_sample_rate_hz"] == [500.0, 1000.0, 2000.0]
+    assert data.freqs_hz is not None and data.freqs_hz[-1] > 400  # one Doppler axis, +-FS/2
+    for c in range(3):  # the 100 Hz tone lands at 100 Hz whatever the recorded rate
+        mean = data.images[data.labels == c, 0].mean(axis=(0, 2))
+        assert abs(data.freqs_hz[np.argmax(mean)] - 100.0) < 2 * BIN_HZ

@@ -143,3 +143,14 @@ window.addEventListener('load', () => {
     assert images.group(1) == images.group(2) == "7", "every embedded PNG decoded"
     # runs compared, decisions, routes, and per run: config highlights + final metrics
     assert int(tables.group(1)) == 3 + 2 * 2
+
+
+def test_a_corrupt_summary_is_reported_as_unreadable_with_the_json_error(tmp_path):
+    run = tmp_path / "runs" / "broken"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text('{"model": "vqvae",\n "status": "finished",\n "metrics": {')
+    out = report_main([str(tmp_path / "runs"), f"out={tmp_path / 'r.html'}"])
+    page = out.read_text()
+    assert "no summary.json" not in page, "the file is there; it is unreadable"
+    assert "Unreadable run summaries" in page and "runs/broken/summary.json" in page
+    assert re.search(r"unreadable run summary \(Expecting .*line 3 column \d+", page), page[-800:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -147,3 +148,24 @@ def test_sample_arguments_and_paths_are_checked(runs, tmp_path):
 def test_sample_command_exits_2_naming_the_argument(runs, tmp_path):
     proc = run_cli(["mdvq.sample", str(runs["run"]), "guidance=-2", f"out={tmp_path}"])
     assert proc.returncode == 2 and "guidance must be" in proc.stderr
+
+
+def test_sampling_into_a_used_folder_is_refused_or_replaces_only_its_own_files(runs, tmp_path):
+    out = tmp_path / "s"
+    args = [str(runs["run"]), "steps=2", "seed=1", "classes=falling,walking", "device=cpu",
+            f"out={out}"]
+    sample_main([*args, "n_per_class=2"])
+    assert sorted(p.name for p in (out / "png").iterdir()) == [
+        "falling_0.png", "falling_1.png", "walking_0.png", "walking_1.png"]
+    (out / "notes.txt").write_text("mine")
+    (out / "png" / "walking_best.png").write_bytes(b"mine too")  # not a name mdvq.sample writes
+    before = (out / "samples.npy").read_bytes()
+    with pytest.raises(ValueError, match=rf"out={re.escape(str(out))} already holds samples.*"
+                                         r"new folder.*overwrite=true"):
+        sample_main([*args, "n_per_class=1"])
+    assert (out / "samples.npy").read_bytes() == before, "a refused call changes nothing"
+    sample_main([*args, "n_per_class=1", "overwrite=true"])
+    assert len(np.load(out / "samples.npy")) == 2
+    assert sorted(p.name for p in (out / "png").iterdir()) == [
+        "falling_0.png", "walking_0.png", "walking_best.png"], "stale PNGs gone, others kept"
+    assert (out / "notes.txt").read_text() == "mine"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -188,3 +189,19 @@ def test_unreadable_token_cache_is_rebuilt(vq_files, tmp_path):
     assert torch.equal(fresh.datasets["train"].tensors[0], dm.datasets["train"].tensors[0])
     with np.load(path) as z:
         assert "codes_train" in z.files
+
+
+def test_altered_token_cache_is_rebuilt_with_a_warning_naming_it(vq_files, tmp_path, caplog):
+    vq = load_frozen_vqvae(vq_files["exported"])
+    dm = TokenDataModule(spectrogram_dm(), vq, cache_dir=tmp_path)
+    dm.setup("fit")
+    path = dm.cache_path()
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["labels_train"] = (arrays["labels_train"] + 1) % 3  # a valid .npz, altered labels
+    np.savez(path, **arrays)
+    fresh = TokenDataModule(spectrogram_dm(), vq, cache_dir=tmp_path)
+    fresh.setup("fit")
+    assert torch.equal(fresh.datasets["train"].tensors[1], dm.datasets["train"].tensors[1])
+    assert re.search(rf"rebuilding tokens cache: .*{re.escape(path.name)}: content checksum "
+                     "mismatch", caplog.text)

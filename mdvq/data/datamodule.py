@@ -202,15 +202,25 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         images = resize_spectrogram(data.images, self.image_size)
         subjects = data.subjects if self.subject_disjoint else None
         if data.subjects is None:
+            # the key of this source that gives ids (conf/data/<source>.yaml)
+            if hasattr(self.source, "id_pattern"):  # data=folder
+                hint = "set data.id_pattern, e.g. data.id_pattern='^(?P<recording>[^_]+)_'"
+            elif hasattr(self.source, "subjects_key"):  # data=arrays
+                hint = (f"store the ids under the .npz key data.subjects_key="
+                        f"{self.source.subjects_key!r}")
+            elif hasattr(self.source, "name_pattern"):  # data=iq
+                hint = "set data.name_pattern with a (?P<subject>...) group, or data.labels_csv"
+            else:
+                hint = "give the source per-example subject ids"
             log.warning(
                 "%s: the data carry no recording or subject ids, so windows of one recording "
                 "may fall into different splits (test accuracy then overstates generalisation); "
-                "give ids (data.name_pattern for folders/I/Q files, a `subjects` key for arrays)",
-                getattr(self.source, "root", None) or getattr(self.source, "path", None)
-                or type(self.source).__name__,
+                "%s", getattr(self.source, "root", None) or getattr(self.source, "path", None)
+                or type(self.source).__name__, hint,
             )
         self.split_indices = split_indices(
-            data.labels, subjects, self.val_fraction, self.test_fraction, self.split_seed
+            data.labels, subjects, self.val_fraction, self.test_fraction, self.split_seed,
+            class_names=data.class_names,
         )
         self.class_names = list(data.class_names)
         self.skipped_files = int(data.meta.get("n_skipped", 0))  # data.on_error=skip

@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from mdvq.data.errors import DataError
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
+#: the entry of every cache file written by `atomic_save_npz` holding `arrays_checksum` of the rest
+CHECKSUM_KEY = "checksum"
 
 
 @dataclass
@@ -94,9 +96,11 @@ class SpectrogramSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpectrogramSet:
-        """Read a set written by `save`; raise DataError naming the file if it is unreadable."""
+        """Read a set written by `save`; raise DataError naming the file if it is unreadable,
+        or its content checksum is missing or does not match (`verified_arrays`)."""
         try:
             with np.load(path, allow_pickle=False) as z:
+                z = verified_arrays(z, path)
                 if int(z["version"]) != CACHE_FORMAT_VERSION:
                     raise DataError(path, f"cache format {int(z['version'])}, expected {CACHE_FORMAT_VERSION}")
                 opt = {k: z[k] for k in ("subjects", "freqs_hz", "times_s", "sources") if k in z}
@@ -108,14 +112,43 @@ class SpectrogramSet:
             raise DataError(path, f"unreadable spectrogram cache ({err})") from err
 
 
+def arrays_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """A content hash (blake2b, 128 bits, hex) of named arrays: every array's name, dtype,
+    shape and bytes in name order, so a changed value, shape, type or entry changes it. The
+    `CHECKSUM_KEY` entry itself is left out."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(k for k in arrays if k != CHECKSUM_KEY):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def verified_arrays(npz, path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an open `.npz` (`np.load` result) whose stored `CHECKSUM_KEY` matches its
+    content; raises DataError naming `path` when the checksum is missing (a cache written before
+    checksums: stale) or differs (the file was altered after it was written)."""
+    arrays = {k: npz[k] for k in npz.files}
+    if CHECKSUM_KEY not in arrays:
+        raise DataError(path, "no content checksum (a cache written by an older mdvq): "
+                              "treated as stale")
+    stored, actual = str(arrays.pop(CHECKSUM_KEY)), arrays_checksum(arrays)
+    if stored != actual:
+        raise DataError(path, f"content checksum mismatch (stored {stored[:12]}..., content "
+                              f"{actual[:12]}...): the file was altered after it was written")
+    return arrays
+
+
 def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Save arrays to `path` through a temporary file in the same folder and `os.replace`.
+    """Save arrays to `path` through a temporary file in the same folder and `os.replace`,
+    with their `arrays_checksum` as the `CHECKSUM_KEY` entry (checked by `verified_arrays`).
 
     The file gets the mode of a file created normally (0666 less the umask, e.g. 0644):
     `mkstemp` creates 0600, which would make a cache shared on a cluster unreadable to others.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {**arrays, CHECKSUM_KEY: np.asarray(arrays_checksum(arrays))}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -151,7 +184,8 @@ def load_or_build(
     """Return the cached set for (`name`, `params`), building and caching it when missing.
 
     The file is `<cache_dir>/<name>-<cache_key(params)>.npz`, so changed settings give a new
-    file. An unreadable cache file is reported and rebuilt. With `cache_dir=None` nothing is
+    file. An unreadable or altered cache file (content checksum missing or different) is
+    reported with its path and rebuilt. With `cache_dir=None` nothing is
     cached. The returned set's `meta["cache_key"]` holds the key. Processes that want the
     same missing file at once (parallel sweep jobs, ranks started before DDP exists) build it
     once: the others wait for the build lock, then read it (`mdvq.data.cache_lock`).

@@ -30,7 +30,8 @@ import torch
 
 from mdvq.data.cache_lock import exclusive_build
 from mdvq.data.datamodule import SPLITS, SplitLoaders, build_once
-from mdvq.data.dataset import atomic_save_npz, cache_key
+from mdvq.data.dataset import atomic_save_npz, cache_key, verified_arrays
+from mdvq.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -216,19 +217,25 @@ class EncodedDataModule(SplitLoaders, L.LightningDataModule):
         log.info("cached %s at %s", self.cache_prefix, path)
 
     def _read_cache(self, path: Path | None) -> dict[str, np.ndarray] | None:
-        """The arrays of a cache file, or None when missing or unreadable (then rebuilt)."""
+        """The arrays of a cache file, or None when missing, unreadable or altered (its content
+        checksum missing or different, `verified_arrays`): then rebuilt, with a warning naming
+        the file."""
         if path is None or not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(path, allow_pickle=False) as npz:
+                z = verified_arrays(npz, path)
                 if int(z["version"]) != self.cache_version:
                     raise ValueError(f"format {int(z['version'])}, expected {self.cache_version}")
                 missing = [f"{kind}_{s}" for s in SPLITS for kind in self.array_kinds
-                           if f"{kind}_{s}" not in z.files]
+                           if f"{kind}_{s}" not in z]
                 if missing:
                     raise ValueError(f"missing arrays {missing}")
                 prefixes = tuple(f"{kind}_" for kind in self.array_kinds)
-                return {k: z[k] for k in z.files if k.startswith(prefixes)}
+                return {k: v for k, v in z.items() if k.startswith(prefixes)}
+        except DataError as err:  # checksum missing or different; names the file
+            log.warning("rebuilding %s cache: %s", self.cache_prefix, err)
+            return None
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as err:
             log.warning("rebuilding %s cache %s: unreadable (%s)", self.cache_prefix, path, err)
             return None

@@ -30,6 +30,7 @@ import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,7 @@ def read_iq(
     if not path.is_file():
         raise DataError(path, "recording not found")
     suffix = path.suffix.lower()
+    check_content(path, suffix)
     fs = fc = None
     if suffix == ".mat":
         arrays = _read_mat(path)
@@ -171,15 +173,74 @@ def read_iq(
     return IQRecording(samples, fs, fc)
 
 
+#: what each format's first bytes look like: (kind, test on the first HEAD_BYTES bytes, what the
+#: file is in words); the first match names the content
+HEAD_BYTES = 1024
+SIGNATURES = (
+    ("npy", lambda h: h.startswith(b"\x93NUMPY"), "a NumPy .npy array (\\x93NUMPY header)"),
+    ("zip", lambda h: h[:4] in (b"PK\x03\x04", b"PK\x05\x06"),
+     "a zip archive such as .npz (PK header)"),
+    ("mat", lambda h: h.startswith(b"MATLAB"), "a MATLAB .mat file ('MATLAB ... MAT-file' header)"),
+    ("hdf5", lambda h: h.startswith(b"\x89HDF\r\n\x1a\n") or h[512:520] == b"\x89HDF\r\n\x1a\n",
+     "an HDF5 file (\\x89HDF header; MATLAB v7.3 or .h5)"),
+    ("wav", lambda h: h[:4] in (b"RIFF", b"RIFX", b"RF64") and h[8:12] == b"WAVE",
+     "a WAV file (RIFF header)"),
+)
+#: the kinds of content each suffix may hold (raw binary: any content no format claims)
+EXPECTED_KINDS = {".npy": ("npy",), ".npz": ("zip",), ".mat": ("mat", "hdf5"), ".wav": ("wav",)}
+_PRINTABLE = frozenset(range(32, 127)) | {9, 10, 13}
+
+
+def sniff(head: bytes) -> tuple[str | None, str]:
+    """What the first bytes of a file look like -> (kind, words): kind is one of "npy", "zip",
+    "mat", "hdf5", "wav", "text" (at least 95 % printable ASCII), "empty" or None (no
+    known signature); words describe it for an error message."""
+    if not head:
+        return "empty", "empty (0 bytes)"
+    for kind, test, words in SIGNATURES:
+        if test(head):
+            return kind, words
+    if sum(b in _PRINTABLE for b in head) >= 0.95 * len(head):
+        text = head[:40].decode("ascii", "replace").splitlines()[0] if head.strip() else ""
+        return "text", f"text ({text!r}...)" if text else "text (blank)"
+    return None, "binary data of no known format"
+
+
+def check_content(path: Path, suffix: str) -> None:
+    """Raise DataError naming `path` when its first bytes do not fit its suffix: a 0-byte file,
+    a container of another format (a WAV file named .npy), or text where samples are expected
+    (a text file named .bin, which would otherwise be read as raw float samples). Raw binary
+    suffixes accept any content no known format claims; `.mat` also unknown binary (MATLAB v4
+    files have no header)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    except OSError as err:
+        raise DataError(path, f"unreadable file ({err})") from err
+    kind, words = sniff(head)
+    if kind == "empty":
+        raise DataError(path, "empty file (0 bytes)")
+    expected = EXPECTED_KINDS.get(suffix)
+    if expected is None:  # raw interleaved binary
+        if kind is None:
+            return
+        raise DataError(path, f"named {suffix or 'without a suffix'} (read as raw interleaved "
+                              f"I/Q samples) but its content is {words}")
+    if kind in expected or kind is None:  # unknown binary: the format's reader says what is wrong
+        return
+    raise DataError(path, f"named {suffix} but its content is {words}")
+
+
 def _read_mat(path: Path) -> dict[str, np.ndarray]:
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = loadmat(path, squeeze_me=False)
     except NotImplementedError as err:  # v7.3 = HDF5
         raise DataError(path, f"MATLAB v7.3 (HDF5) files are not supported; save with "
                               f"save(..., '-v7') ({err})") from err
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, ValueError, TypeError, MatReadError) as err:
         raise DataError(path, f"unreadable .mat file ({err})") from err
     return {k: v for k, v in mat.items() if not k.startswith("__")}
 
@@ -215,6 +276,29 @@ def _read_raw(path: Path, raw_dtype: str, byte_order: str) -> np.ndarray:
         )
     flat = np.fromfile(path, dtype=dtype)
     return _int_scale(flat.astype(flat.dtype.newbyteorder("="))).reshape(-1, 2)
+
+
+RESAMPLE_KEY = "data.datamodule.source.resample_hz"
+
+
+def resample_iq(samples: np.ndarray, rate_hz: float, target_hz: float,
+                origin: str | os.PathLike | None = None) -> np.ndarray:
+    """Resample complex `samples` from `rate_hz` to `target_hz` [Hz] (polyphase,
+    `scipy.signal.resample_poly`, with its anti-aliasing filter when the rate drops).
+
+    The ratio is taken as up/down with both at most 1000; the mean is removed before filtering
+    and added back, so a static-clutter offset does not ring at the ends. Raises DataError naming
+    `origin` when no such ratio gives `target_hz` to 1e-6 relative.
+    """
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(float(target_hz) / float(rate_hz)).limit_denominator(1000)
+    if ratio.numerator == 0 or ratio.numerator > 1000 or (
+            abs(float(ratio) * rate_hz - target_hz) > 1e-6 * target_hz):
+        raise DataError(origin, f"cannot resample {rate_hz:g} Hz to {RESAMPLE_KEY}={target_hz:g} "
+                                f"Hz by a ratio up/down of integers <= 1000")
+    mean = samples.mean()
+    return resample_poly(samples - mean, ratio.numerator, ratio.denominator) + mean
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
@@ -279,6 +363,9 @@ class IQSource:
     sample_rate_hz: slow-time sample rate (PRF) [Hz]; None takes it from the file (`.wav`
       header, `fs_key` in `.mat`/`.npz`). Given and different from the file's: the config wins,
       with a warning. Missing or non-positive: an error naming the file.
+    resample_hz: resample every recording to this slow-time rate [Hz] before the STFT
+      (`resample_iq`), or None. None and recordings at different rates (their Doppler axes
+      differ): an error naming the rates and one file of each.
     carrier_hz: carrier [Hz] (only recorded in `meta`, for velocity axes), or None.
     variable, fs_key, fc_key, raw_dtype, byte_order: see `read_iq`.
     labels_csv: CSV with columns `file,label[,subject]` (`file` relative to root or a bare
@@ -323,11 +410,15 @@ class IQSource:
         image_size: tuple[int, int] | None = None,
         cache_dir: str | os.PathLike | None = None,
         on_error: str = "raise",
+        resample_hz: float | None = None,
     ):
         self.root = Path(root)
         if sample_rate_hz is not None and not float(sample_rate_hz) > 0:
             raise ValueError(f"data.sample_rate_hz must be positive [Hz], got {sample_rate_hz}")
         self.sample_rate_hz = None if sample_rate_hz is None else float(sample_rate_hz)
+        if resample_hz is not None and not float(resample_hz) > 0:
+            raise ValueError(f"{RESAMPLE_KEY} must be positive [Hz] or null, got {resample_hz}")
+        self.resample_hz = None if resample_hz is None else float(resample_hz)
         self.carrier_hz = None if carrier_hz is None else float(carrier_hz)
         self.extensions = tuple(
             e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions
@@ -377,6 +468,22 @@ class IQSource:
         if not files:
             raise DataError(self.root, f"no recordings ({' '.join(self.extensions)}) found")
         return sorted(files, key=lambda p: _rel(p, self.root))
+
+    def check_class_folders(self, files: list[Path]) -> None:
+        """With labels from class folders (no labels_csv, no `label` group in name_pattern), a
+        DataError naming the first non-hidden folder below root that holds no recording: it
+        would be a class without examples, silently left out of training."""
+        if self.labels_csv is not None or not self.root.is_dir() or (
+                self.name_pattern is not None and "label" in self.name_pattern.groupindex):
+            return
+        holding = {parent for p in files for parent in p.parents}
+        for folder in sorted(self.root.rglob("*")):
+            rel = folder.relative_to(self.root)
+            if folder.is_dir() and folder not in holding and not any(
+                    part.startswith(".") for part in rel.parts):
+                raise DataError(folder, f"empty class folder: no recordings "
+                                        f"({' '.join(self.extensions)}) in it; add them, or "
+                                        "remove the folder")
 
     def _base(self) -> Path:
         return self.root.parent if self.root.is_file() else self.root
@@ -435,17 +542,37 @@ class IQSource:
         return float(fs)
 
     def _one(self, path: Path, table) -> tuple:
-        """One file -> (label, subject, images (W, F, T), freqs, times, starts_s, fs, fc)."""
+        """One file -> (label, subject, images (W, F, T), freqs, times, starts_s, fs, fc,
+        recorded fs): fs is the rate of the spectrograms (`resample_hz` when set) [Hz]."""
         label, subject = self.label_of(path, table)
         rec = read_iq(path, self.variable, self.fs_key, self.fc_key, self.raw_dtype,
                       self.byte_order)
-        fs = self._rate(rec, path)
+        recorded = fs = self._rate(rec, path)
+        samples = rec.samples
+        if self.resample_hz is not None and not np.isclose(fs, self.resample_hz):
+            samples = resample_iq(samples, fs, self.resample_hz, origin=path)
+            fs = self.resample_hz
         images, freqs, times, starts = iq_spectrograms(
-            rec.samples, fs, self.window_s, self.hop_s, self.stft, self.mean_removal,
+            samples, fs, self.window_s, self.hop_s, self.stft, self.mean_removal,
             self.mti_order, self.mti_cutoff, origin=path,
         )
         fc = self.carrier_hz if self.carrier_hz is not None else rec.carrier_hz
-        return label, subject, images, freqs, times, starts, fs, fc
+        return label, subject, images, freqs, times, starts, fs, fc, recorded
+
+    def _check_one_rate(self, loaded: list) -> None:
+        """DataError naming root unless every loaded recording has one rate: windows at other
+        rates have other Doppler axes (the picture rows would mean different Hz)."""
+        examples: dict[float, Path] = {}
+        for path, r in loaded:
+            examples.setdefault(r[6], path)
+        if len(examples) > 1:
+            rates = ", ".join(f"{fs:g} Hz (e.g. {_rel(p, self._base())})"
+                              for fs, p in sorted(examples.items()))
+            raise DataError(
+                self.root, f"recordings at {len(examples)} different sample rates, so their "
+                f"Doppler axes differ: {rates}; set {RESAMPLE_KEY}=<Hz> to resample every "
+                "recording to one rate (or keep one rate's recordings)"
+            )
 
     def params(self, files: list[Path]) -> dict:
         """Everything the processed set depends on (the cache key's input)."""
@@ -468,11 +595,14 @@ class IQSource:
             "stft": dataclasses.asdict(self.stft),
             "image_size": None if self.image_size is None else list(self.image_size),
             "on_error": self.on_error,
+            # only when set, so the keys of sets made before the option existed stay the same
+            **({"resample_hz": self.resample_hz} if self.resample_hz is not None else {}),
         }
 
     def load(self) -> SpectrogramSet:
         """Read, label, window and process every recording (or load the cached result)."""
         files = self.files()
+        self.check_class_folders(files)
         table = self.read_labels_csv()
         return load_or_build(self.cache_dir, "iq", self.params(files),
                              lambda: self._build(files, table))
@@ -481,6 +611,7 @@ class IQSource:
         loaded, skipped = load_each(files, lambda p: self._one(p, table), self.on_error)
         if not loaded:
             raise DataError(self.root, f"no recording could be loaded ({len(skipped)} skipped)")
+        self._check_one_rate(loaded)
         found = sorted({r[0] for _, r in loaded})
         names = self.class_names or found
         unknown = [lab for lab in found if lab not in names]
@@ -488,7 +619,7 @@ class IQSource:
             path = next(p for p, r in loaded if r[0] == unknown[0])
             raise DataError(path, f"label {unknown[0]!r} is not one of data.class_names {names}")
         images, labels, groups, sources, recordings = [], [], [], [], []
-        for path, (label, subject, ims, _, _, starts, _, _) in loaded:
+        for path, (label, subject, ims, _, _, starts, *_) in loaded:
             rel = _rel(path, self._base())
             group = subject if subject is not None else rel
             for k, (im, start) in enumerate(zip(ims, starts, strict=True)):
@@ -514,6 +645,7 @@ class IQSource:
             sources=sources,
             meta={"source": "iq", "root": str(self.root),
                   "sample_rate_hz": sorted({r[6] for _, r in loaded}),
+                  "recorded_sample_rate_hz": sorted({r[8] for _, r in loaded}),
                   "carrier_hz": sorted({r[7] for _, r in loaded if r[7] is not None}),
                   "recordings_per_class": per_class,
                   "has_subjects": any(r[1] is not None for _, r in loaded),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 #: version of the split algorithm, part of every data key: a change of how examples are assigned
@@ -16,6 +18,7 @@ def split_indices(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Split example indices into {"train", "val", "test"} (sorted int64 arrays).
 
@@ -28,7 +31,8 @@ def split_indices(
     must not fall into two splits).
     Raises ValueError naming `data.datamodule.val_fraction`/`data.datamodule.test_fraction` or the subject count
     when the split is impossible, and with the per-class counts of recordings/subjects when a
-    class has fewer of them than there are non-empty splits.
+    class has fewer of them than there are non-empty splits; `class_names` (label order) name
+    the classes in those messages (None: the label indices).
     """
     labels = np.asarray(labels)
     for key, frac in (("data.datamodule.val_fraction", val_fraction), ("data.datamodule.test_fraction", test_fraction)):
@@ -43,7 +47,7 @@ def split_indices(
     if subjects is None:
         parts = _split_by_class(labels, fractions, rng)
     else:
-        parts = _split_by_subject(labels, np.asarray(subjects), fractions, rng)
+        parts = _split_by_subject(labels, np.asarray(subjects), fractions, rng, class_names)
     return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in parts.items()}
 
 
@@ -66,9 +70,13 @@ def _count(n: int, frac: float) -> int:
     return max(1, round(n * frac))
 
 
-def _split_by_subject(labels, subjects, fractions, rng):
+def _split_by_subject(labels, subjects, fractions, rng, class_names=None):
     """Whole groups (subjects or recordings) to splits, every class in every non-empty split."""
     classes = np.unique(labels)
+
+    def name(c) -> str | int:
+        return str(class_names[int(c)]) if class_names is not None else int(c)
+
     uniq = np.unique(subjects)
     names = [k for k, f in fractions.items() if f > 0]
     needed = len(names)
@@ -84,11 +92,12 @@ def _split_by_subject(labels, subjects, fractions, rng):
     groups_per_class = (per_subject > 0).sum(0).astype(int)
     short = groups_per_class < needed
     if short.any():
-        counts = ", ".join(f"{c}: {n}" for c, n in zip(classes, groups_per_class, strict=True))
+        counts = ", ".join(f"{name(c)}: {n}" for c, n in zip(classes, groups_per_class,
+                                                             strict=True))
         raise ValueError(
             f"a recording/subject-disjoint split into {needed} splits ({'/'.join(names)}) needs "
             f"at least {needed} recordings (or subjects) of every class; recordings or subjects "
-            f"per class label: {counts} (too few: {classes[short].tolist()}). Add recordings of "
+            f"per class: {counts} (too few: {[name(c) for c in classes[short]]}). Add recordings of "
             "those classes, or set data.datamodule.val_fraction=0 and/or "
             "data.datamodule.test_fraction=0 (or data.datamodule.subject_disjoint=false, which "
             "lets windows of one recording fall into different splits)"
@@ -119,12 +128,12 @@ def _split_by_subject(labels, subjects, fractions, rng):
         best = max(deficit, key=deficit.get)
         have[best] += counts
         owner[uniq[s]] = best
-    missing = {k: classes[have[k] == 0].tolist() for k in names if (have[k] == 0).any()}
+    missing = {k: [name(c) for c in classes[have[k] == 0]] for k in names if (have[k] == 0).any()}
     if missing:
         raise ValueError(
             f"could not give every split every class while keeping recordings/subjects apart "
             f"(classes missing per split: {missing}; recordings or subjects per class: "
-            f"{dict(zip(classes.tolist(), groups_per_class.tolist(), strict=True))}); add "
+            f"{dict(zip(map(name, classes), groups_per_class.tolist(), strict=True))}); add "
             "recordings, or lower data.datamodule.val_fraction/test_fraction"
         )
     split_of = np.array([owner[s] for s in subjects])

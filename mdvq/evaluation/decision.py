@@ -57,7 +57,9 @@ class Decision:
 
     psnr_vq, psnr_kl in dB (test split, [0,1] images); usage_vq a fraction in [0,1];
     verdict "vqvae" (continue the VQ route) or "klvae". vq_run/kl_run are the run folders the
-    figures came from and data_key the data + split they were measured on, when known.
+    figures came from and data_key the data + split they were measured on, when known (the VQ
+    run's); vq_data_key/kl_data_key are each run's, and data_key_forced is True when they differ
+    and the decision was still made (`force=true`).
     """
 
     verdict: str
@@ -73,6 +75,9 @@ class Decision:
     usage_selections: float | None = None
     num_codes: int | None = None
     usage_comparable: bool | None = None
+    vq_data_key: str | None = None
+    kl_data_key: str | None = None
+    data_key_forced: bool = False
 
     @property
     def continue_vq(self) -> bool:
@@ -174,26 +179,37 @@ def format_decision(decision: Decision) -> str:
         f"decision: {decision.verdict}" + (" (continue VQ-VAE)" if decision.continue_vq else "")
     ]
     lines += [f"  - {r}" for r in decision.reasons]
+    if decision.data_key_forced:
+        lines.append(f"  forced (force=true) on different data: data_key {decision.vq_data_key!r} "
+                     f"(VQ) vs {decision.kl_data_key!r} (KL)")
     if decision.vq_run or decision.kl_run:
         lines.append(f"  VQ run: {decision.vq_run}\n  KL run: {decision.kl_run}")
     return "\n".join(lines)
 
 
 def decide_runs(vq_run: str | os.PathLike, kl_run: str | os.PathLike, psnr_margin: float,
-                usage_threshold: float) -> Decision:
+                usage_threshold: float, force: bool = False) -> Decision:
     """Apply the rule to two finished runs (folders or summary.json files).
 
     Reads `test/psnr`, `test/codebook_usage` (and, when logged, `test/codebook_selections`) of
-    the VQ-VAE run and `test/psnr` of the KL-VAE run; warns when their `data_key` (data +
-    split) or training precisions differ. Raises DataError naming the file for a missing or
-    wrong-kind run.
+    the VQ-VAE run and `test/psnr` of the KL-VAE run. Runs whose `data_key` (data + split)
+    differs are refused with a ValueError naming both keys and files (their test figures come
+    from different held-out sets), unless `force`: then a warning, and the decision records both
+    keys and `data_key_forced`, with a reason saying so. Warns when the training precisions
+    differ. Raises DataError naming the file for a missing or wrong-kind run.
     """
     vq = RunSummary.read(vq_run, model="vqvae", key="VQ_RUN (are the runs swapped?)")
     kl = RunSummary.read(kl_run, model="klvae", key="KL_RUN (are the runs swapped?)")
-    if vq.data_key != kl.data_key:
-        log.warning("the runs used different data or splits (data_key %r in %s, %r in %s): "
-                    "the comparison is not on the same held-out split",
-                    vq.data_key, vq.path, kl.data_key, kl.path)
+    forced = vq.data_key != kl.data_key
+    if forced:
+        what = (f"the runs were trained on different data or splits: data_key {vq.data_key!r} "
+                f"({vq.path}) vs {kl.data_key!r} ({kl.path}), so their test figures come from "
+                "different held-out sets")
+        if not force:
+            raise ValueError(f"{what}; train both on the same data (same data.*, image size and "
+                             "split), or pass force=true to decide anyway (recorded in "
+                             "decision.json)")
+        log.warning("%s; deciding anyway (force=true)", what)
     if _precision(vq) != _precision(kl):
         log.warning("the runs trained in different precisions (%s in %s, %s in %s): the PSNR "
                     "margin compares numerics as well as latents", _precision(vq), vq.path,
@@ -203,8 +219,14 @@ def decide_runs(vq_run: str | os.PathLike, kl_run: str | os.PathLike, psnr_margi
     decision = decide(vq.metric(PSNR_KEY), vq.metric(USAGE_KEY), kl.metric(PSNR_KEY),
                       psnr_margin=psnr_margin, usage_threshold=usage_threshold,
                       usage_selections=selections, num_codes=num_codes)
+    if forced:
+        decision = dataclasses.replace(decision, reasons=(
+            *decision.reasons, ("decided with force=true although the runs used different "
+                                f"data (data_key {vq.data_key!r} vs {kl.data_key!r}): not on "
+                                "the same held-out split")))
     return dataclasses.replace(decision, vq_run=str(vq.run_dir), kl_run=str(kl.run_dir),
-                               data_key=vq.data_key)
+                               data_key=vq.data_key, vq_data_key=vq.data_key,
+                               kl_data_key=kl.data_key, data_key_forced=forced)
 
 
 def _precision(run: RunSummary) -> str | None:

@@ -164,8 +164,10 @@ def latest_figures(run: RunSummary) -> list[tuple[Path, str]]:
 # ---- what the folders hold -----------------------------------------------------------------
 def discover(folders: Sequence[str | os.PathLike]) -> dict:
     """Everything reportable below `folders`: runs (RunSummary), decision.json, routes.json,
-    metrics.json (generation evaluations) and samples folders (meta.json + samples.npy).
-    A folder that does not exist raises FileNotFoundError naming it."""
+    metrics.json (generation evaluations) and samples folders (meta.json + samples.npy), and
+    "unreadable": (summary.json path, why) for every run summary that could not be read (not
+    JSON, with the parser's line and column; not an object). A folder that does not exist
+    raises FileNotFoundError naming it."""
     roots = [Path(f) for f in folders]
     for root in roots:
         if not root.is_dir():
@@ -175,8 +177,16 @@ def discover(folders: Sequence[str | os.PathLike]) -> dict:
         return sorted({p.resolve() for root in roots for p in root.rglob(name)})
 
     runs = {r.run_dir.resolve(): r for r in find_runs(roots)}
+    unreadable = []
+    for path in below("summary.json"):
+        if path.parent not in runs:
+            try:
+                RunSummary.read(path)
+            except DataError as err:
+                unreadable.append((path, err.problem))
     return {
         "runs": sorted(runs.values(), key=lambda r: str(r.run_dir)),
+        "unreadable": unreadable,
         "decisions": below("decision.json"),
         "routes": below("routes.json"),
         "evaluations": [p for p in below("metrics.json") if (p.parent / "metrics.md").is_file()],
@@ -255,11 +265,16 @@ def decision_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
         except ValueError as err:
             log.warning("%s", err)
             continue
+        if d.get("data_key_forced"):  # decided with force=true on different data
+            data = (f"different data, decided with force=true: VQ {d.get('vq_data_key')}, "
+                    f"KL {d.get('kl_data_key')}")
+        else:
+            data = d.get("data_key")
         rows.append((_label(path.parent, roots), d["verdict"], d.get("psnr_vq"), d.get("psnr_kl"),
-                     d.get("psnr_required"), d.get("usage_vq"), d.get("usage_threshold"),
+                     d.get("psnr_required"), d.get("usage_vq"), d.get("usage_threshold"), data,
                      "; ".join(d.get("reasons") or [])))
     return table(["experiment", "verdict", "PSNR VQ [dB]", "PSNR KL [dB]", "PSNR to beat [dB]",
-                  "usage VQ", "usage threshold", "reasons"], rows, "decisions")
+                  "usage VQ", "usage threshold", "data key", "reasons"], rows, "decisions")
 
 
 def routes_table(path: Path, label: str) -> str:
@@ -322,6 +337,10 @@ def build_report(folders: Sequence[str | os.PathLike], title: str = "mdvq report
     parts = [head, f"<p>{len(runs)} runs from {sources}; made {created}.</p>"]
     if runs:
         parts.append("<h2>Runs compared</h2>" + runs_table(runs, labels))
+    if found["unreadable"]:
+        parts.append("<h2 class='bad'>Unreadable run summaries</h2>" + table(
+            ["run summary", "problem"],
+            [(_label(path, roots), why) for path, why in found["unreadable"]], "bad"))
     if found["decisions"]:
         parts.append("<h2>Phase-1 decisions</h2>" + decision_table(found["decisions"], roots))
     if found["routes"]:
@@ -341,7 +360,8 @@ def build_report(folders: Sequence[str | os.PathLike], title: str = "mdvq report
             except (ValueError, FileNotFoundError) as err:
                 log.warning("%s", err)
     parts += [run_section(r, labels[r.run_dir]) for r in runs]
-    if not runs and not any(found[k] for k in ("decisions", "routes", "evaluations", "samples")):
+    if not runs and not any(found[k] for k in ("decisions", "routes", "evaluations", "samples",
+                                               "unreadable")):
         parts.append("<p class='bad'>Nothing to report: no summary.json, decision.json, "
                      "routes.json, metrics.json or samples folder below these folders.</p>")
     return "\n".join(parts) + "</body></html>\n"

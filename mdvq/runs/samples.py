@@ -72,6 +72,57 @@ def write_samples(directory: str | Path, images: np.ndarray, labels: np.ndarray,
     return directory
 
 
+#: the files and folder `write_samples` writes (besides the PNGs under png/)
+WRITTEN = (SAMPLES_FILE, LABELS_FILE, META_FILE, "grid.png", "png")
+
+
+def clear_samples(directory: str | Path, overwrite: bool = False,
+                  dry_run: bool = False) -> list[Path]:
+    """Make `directory` ready for a new `write_samples`, so no earlier sample is left beside the
+    new ones: nothing to do when it holds no samples folder; else, without `overwrite`, a
+    ValueError naming it (choose a new folder, or `overwrite=true`); with `overwrite`, remove
+    only what `write_samples` wrote there earlier (`WRITTEN`, and the `png/<class>_<i>.png` of
+    the class names of its meta.json), never other files. Returns the paths removed (with
+    `dry_run`: the paths it would remove, removing nothing, so a caller can refuse before long
+    work and remove only once the new samples exist).
+
+    Raises ValueError naming meta.json when PNGs are there but meta.json is missing or
+    unreadable (which PNGs are samples cannot be told).
+    """
+    directory = Path(directory)
+    found = [name for name in WRITTEN if (directory / name).exists()]
+    if not found:
+        return []
+    if not overwrite:
+        raise ValueError(f"out={directory} already holds samples written by an earlier "
+                         f"mdvq.sample ({', '.join(found)}); give a new folder (out=...), or "
+                         "overwrite=true to replace them (only the files mdvq.sample wrote "
+                         "are removed)")
+    png = directory / "png"
+    pictures = sorted(png.glob("*.png")) if png.is_dir() else []
+    ours: list[Path] = []
+    if pictures:
+        try:
+            names = _load_meta(directory / META_FILE)["class_names"]
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{directory / META_FILE}: cannot tell which of {png} mdvq.sample "
+                             f"wrote ({err}); remove that folder yourself, or give a new "
+                             "out=...") from None
+        pattern = re.compile("(?:" + "|".join(re.escape(_safe(str(n))) for n in names)
+                             + r")_\d+\.png")
+        ours = [p for p in pictures if pattern.fullmatch(p.name)]
+    removed = [p for p in [*(directory / n for n in WRITTEN if n != "png"), *ours] if p.is_file()]
+    if dry_run:
+        return removed
+    for path in removed:
+        path.unlink()
+    if png.is_dir() and not any(png.iterdir()):
+        png.rmdir()
+    log.info("overwrite=true: removed %d files of the earlier samples in %s", len(removed),
+             directory)
+    return removed
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "class"
 
