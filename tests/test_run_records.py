@@ -188,7 +188,7 @@ def test_an_interrupted_stage_resumes_and_another_config_is_moved_aside(tmp_path
     """SIGTERM inside a stage, then the stage again: it resumes from its last.ckpt (one set of
     checkpoints, the CSV log continues); a stage of another config is moved aside, not lost."""
     stage = tmp_path / "stages" / "vqvae"
-    overrides = [o for o in tiny(tmp_path, data_cache, "trainer.max_epochs=3", "export=false",
+    overrides = [o for o in tiny(tmp_path, data_cache, "trainer.max_epochs=12", "export=false",
                                  "trainer.limit_train_batches=4")
                  if not o.startswith("paths.output_dir")]
     status, err, _ = sigterm_after_first_checkpoint(
@@ -204,7 +204,7 @@ def test_an_interrupted_stage_resumes_and_another_config_is_moved_aside(tmp_path
     assert len(list((stage / "checkpoints").glob("epoch_*.ckpt"))) == 1, "one best checkpoint"
     assert train_stage("vqvae", overrides, stage)["reused"] is True
     # another config: the finished stage is moved aside, not overwritten or refused
-    other = [o.replace("trainer.max_epochs=3", "trainer.max_epochs=1") for o in overrides]
+    other = [o.replace("trainer.max_epochs=12", "trainer.max_epochs=1") for o in overrides]
     assert train_stage("vqvae", other, stage)["status"] == "finished"
     aside = RunSummary.read(tmp_path / "stages" / "vqvae.replaced-1")
     assert aside.finished and aside.metrics == run.metrics

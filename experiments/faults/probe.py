@@ -222,7 +222,7 @@ def _stage(tmp: Path, cache: Path):
     from mdvq.runs.experiments import train_stage
 
     stage = tmp / "stages" / "vqvae"
-    overrides = [o for o in tiny(tmp, cache, "trainer.max_epochs=3", "export=false",
+    overrides = [o for o in tiny(tmp, cache, "trainer.max_epochs=12", "export=false",
                                  "trainer.limit_train_batches=4")
                  if not o.startswith("paths.output_dir")]
     status, _, _ = sigterm_after_first_checkpoint(
@@ -233,6 +233,131 @@ def _stage(tmp: Path, cache: Path):
     best = len(list((stage / "checkpoints").glob("epoch_*.ckpt")))
     return (f"exit {status}; resumed log starts at epoch {first}; best checkpoints: {best}",
             status == 143 and first >= 1 and best == 1)
+
+
+# ---- 5. recorded data it should question ------------------------------------------------------
+def _iq_error(make) -> str:
+    """The error (or "no error") of reading a `data=iq` folder that `make(root)` prepared."""
+    from test_iq import FS, source
+
+    def probe(tmp: Path, cache: Path):
+        make(tmp)
+        return error_of(lambda: source(tmp, sample_rate_hz=FS).load())
+    return probe
+
+
+def _iq_case(name: str, expected: str, make, needle: str):
+    def probe(tmp: Path, cache: Path):
+        seen = _iq_error(make)(tmp, cache)
+        return seen[:120], needle in seen
+    case(name, expected)(probe)
+
+
+def _folder_with(name: str, content: bytes):
+    def make(root: Path):
+        from test_iq import recorded_set
+
+        recorded_set(root, n_classes=2, per_class=2)
+        (root / "class0" / name).write_bytes(content)
+    return make
+
+
+_iq_case("0-byte .mat recording", "DataError naming the file (skippable)",
+         _folder_with("empty.mat", b""), "empty.mat")
+_iq_case("WAV content named .npy", "names the file and says it is a WAV file",
+         _folder_with("x.npy", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40)), "WAV")
+_iq_case("text file named .bin", "names the file and says it is text",
+         _folder_with("x.bin", b"this is a text file, not I/Q samples\n" * 20), "text")
+
+
+def _empty_class(root: Path):
+    from test_iq import recorded_set
+
+    recorded_set(root, n_classes=2, per_class=2)
+    (root / "class9").mkdir()
+
+
+_iq_case("empty class folder", "error naming the folder", _empty_class, "class9")
+
+
+def _mixed_rates(root: Path):
+    import numpy as np
+
+    for c, fs in enumerate((500, 1000)):
+        (root / f"class{c}").mkdir()
+        for r in range(2):
+            t = np.arange(int(3.0 * fs)) / fs
+            np.savez(root / f"class{c}" / f"rec{r}.npz", iq=np.exp(2j * np.pi * 100.0 * t), fs=float(fs))
+
+
+@case("recordings at 500 and 1000 Hz", "refused naming both rates and a file each, or resample_hz")
+def _rates(tmp: Path, cache: Path):
+    from test_iq import source
+
+    _mixed_rates(tmp)
+    seen = error_of(lambda: source(tmp).load())
+    return seen[:120], "500 Hz" in seen and "1000 Hz" in seen and "resample_hz" in seen
+
+
+@case("cache altered (labels changed) but valid .npz", "checksum mismatch: rebuilt, file named")
+def _altered_cache(tmp: Path, cache: Path):
+    import numpy as np
+    from test_iq import FS, recorded_set, source
+
+    recorded_set(tmp / "data", n_classes=2, per_class=2)
+    first = source(tmp / "data", sample_rate_hz=FS, cache_dir=tmp / "c").load()
+    (path,) = (tmp / "c").glob("*.npz")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = dict(z)
+    arrays["labels"] = (arrays["labels"] + 1) % 2
+    np.savez(path, **arrays)
+    again = source(tmp / "data", sample_rate_hz=FS, cache_dir=tmp / "c").load()
+    same = np.array_equal(again.labels, first.labels)
+    return f"labels after reload equal the originals: {same}", same
+
+
+# ---- 6. commands that decide on mismatched inputs -----------------------------------------------
+def _summary(folder: Path, model: str, metrics: dict, key: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"model": model, "status": "finished",
+                                                     "metrics": metrics, "data_key": key}))
+    return folder
+
+
+@case("mdvq.decide on runs of different data", "exit 2 naming both keys, unless force=true")
+def _decide(tmp: Path, cache: Path):
+    import subprocess
+
+    vq = _summary(tmp / "vq", "vqvae", {"test/psnr": 30.0, "test/codebook_usage": 0.9}, "radar-a")
+    kl = _summary(tmp / "kl", "klvae", {"test/psnr": 25.0}, "iq-b")
+    proc = subprocess.run([sys.executable, "-m", "mdvq.decide", str(vq), str(kl)], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    last = (proc.stderr.strip().splitlines() or [""])[-1]
+    return (f"exit {proc.returncode}: {last[:100]}",
+            proc.returncode == 2 and "radar-a" in proc.stderr and "iq-b" in proc.stderr)
+
+
+@case("mdvq.sample into a folder that holds samples", "refused naming out=, or overwrite=true")
+def _sample_again(tmp: Path, cache: Path):
+    import numpy as np
+
+    from mdvq.runs.samples import write_samples
+    from mdvq.sample import main as sample_main
+
+    out = write_samples(tmp / "out", np.zeros((2, 1, 16, 16), np.float32), np.array([0, 1]),
+                        {"class_names": ["a", "b"]})
+    seen = error_of(lambda: sample_main([str(tmp / "prior"), f"out={out}"]))
+    return seen[:120], "overwrite=true" in seen
+
+
+@case("mdvq.report on a corrupt summary.json", "says unreadable, with the JSON error")
+def _report(tmp: Path, cache: Path):
+    from mdvq.runs.report import build_report
+
+    (tmp / "run").mkdir()
+    (tmp / "run" / "summary.json").write_text("{broken")
+    page = build_report([tmp])
+    return ("unreadable shown: " + str("unreadable" in page)), "unreadable" in page
 
 
 def main() -> int:
