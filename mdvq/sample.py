@@ -7,7 +7,7 @@ PRIOR is a prior run folder (VQ-Diffusion or latent diffusion; its best checkpoi
 ``last.ckpt``), a Lightning checkpoint of either prior, or an exported latent-diffusion folder.
 ``out`` defaults to ``<run folder>/samples``. The folder written (``samples.npy``,
 ``labels.npy``, ``meta.json``, ``png/``, ``grid.png``) is described in
-:mod:`mdvq.runs.samples`; ``python -m mdvq.evaluate`` scores it.
+:mod:`mdvq.core.samples`; ``python -m mdvq.evaluate`` scores it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mdvq.runs.samples import write_samples
+from mdvq.core.samples import write_samples
 from mdvq.runs.sampling import load_prior, sample_prior
 from mdvq.utils import cli
 

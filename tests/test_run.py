@@ -10,8 +10,8 @@ import torch
 from conftest import CONF, ROOT, compose_cfg, run_cli, tiny_overrides
 from omegaconf import OmegaConf
 
+from mdvq.core.summary import RunSummary
 from mdvq.run import main as run_main
-from mdvq.runs.summary import RunSummary
 from mdvq.runs.training import train
 
 

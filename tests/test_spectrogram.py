@@ -8,8 +8,8 @@ from mdvq.data.spectrogram import (
     magnitude_to_unit,
     resize_spectrogram,
     stft_magnitude,
-    to_image_rows,
 )
+from mdvq.utils.pixels import to_image_rows
 
 
 def test_tone_peaks_at_its_frequency_with_sign():

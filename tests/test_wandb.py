@@ -168,9 +168,10 @@ def test_decision_and_samples_tables_offline(tmp_path, monkeypatch):
     import numpy as np
     import torch
 
+    from mdvq.core.samples import SampleSet
     from mdvq.evaluation.decision import decide
-    from mdvq.runs.samples import SampleSet
-    from mdvq.utils.loggers import log_evaluation, log_review_run, wandb_rows_table
+    from mdvq.evaluation.review import log_evaluation
+    from mdvq.utils.loggers import log_review_run, wandb_rows_table
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     decision = decide(24.5, 0.9, 21.5, psnr_margin=0.1, usage_threshold=0.8).to_dict()

@@ -10,13 +10,7 @@ import torch
 from lightning.pytorch import Callback
 from matplotlib.figure import Figure
 
-from mdvq.callbacks.reporting import (
-    figure_path,
-    log_epoch_value,
-    resolve_output_dir,
-    save_and_log_figure,
-    stage_label,
-)
+from mdvq.callbacks.reporting import log_epoch_value
 from mdvq.callbacks.wandb_review import log_wandb_histogram
 from mdvq.evaluation.metrics import (
     CodeCounts,
@@ -25,6 +19,7 @@ from mdvq.evaluation.metrics import (
     codebook_usage,
     perplexity,
 )
+from mdvq.utils.figures import figure_path, resolve_output_dir, save_and_log_figure, stage_label
 
 log = logging.getLogger(__name__)
 

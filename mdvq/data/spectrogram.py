@@ -114,11 +114,6 @@ def doppler_to_velocity(freqs_hz: np.ndarray, carrier_hz: float) -> np.ndarray:
     return np.asarray(freqs_hz) * SPEED_OF_LIGHT / (2.0 * carrier_hz)
 
 
-def to_image_rows(spec: np.ndarray) -> np.ndarray:
-    """Array rows (ascending Doppler) -> image rows (positive Doppler at the top), and back."""
-    return np.flip(spec, axis=-2).copy()
-
-
 def resize_spectrogram(spec: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize `(..., F, T)` to `(..., size[0], size[1])` by area-weighted (anti-aliased) interpolation.
 

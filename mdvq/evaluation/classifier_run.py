@@ -15,10 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from mdvq.core.compose import build, compose_config
+from mdvq.core.summary import RunSummary
 from mdvq.models.classifier import SpectrogramClassifier
-from mdvq.runs.compose import compose_config
-from mdvq.runs.summary import RunSummary
-from mdvq.runs.training import build
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from mdvq.core.samples import SampleSet, check_compatible
 from mdvq.evaluation.accuracy import (
     conditional_accuracy,
     judge_profile,
@@ -36,7 +37,7 @@ from mdvq.evaluation.accuracy import (
 from mdvq.evaluation.classifier_run import ClassifierRun
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
 from mdvq.evaluation.tstr import train_on_synthetic
-from mdvq.runs.samples import SampleSet, check_compatible
+from mdvq.utils.pixels import to_unit
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ META_KEYS = ("prior_kind", "steps", "guidance", "seed", "prior", "samples_per_se
 def _split_images01(datamodule, split: str) -> np.ndarray:
     """All images of a real split as float32 ``(N, C, F, T)`` in [0, 1]."""
     x = datamodule.datasets[split].tensors[0]
-    return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).numpy()
+    return to_unit(x.float()).clamp(0.0, 1.0).numpy()
 
 
 def evaluate_generation(

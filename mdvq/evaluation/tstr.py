@@ -21,10 +21,11 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
+from mdvq.core.compose import build
+from mdvq.core.precision import trainer_precision
 from mdvq.data.datamodule import EpochShuffleSampler
 from mdvq.evaluation.accuracy import loader_accuracy
-from mdvq.runs.precision import trainer_precision
-from mdvq.runs.training import build
+from mdvq.utils.pixels import to_model
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class SyntheticTrainData(L.LightningDataModule):
 
     def __init__(self, images01: np.ndarray, labels: np.ndarray, real, batch_size: int, seed: int):
         super().__init__()
-        x = torch.from_numpy(np.asarray(images01, dtype=np.float32)) * 2.0 - 1.0
+        x = to_model(torch.from_numpy(np.asarray(images01, dtype=np.float32)))
         self.train_set = TensorDataset(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
         self.real = real
         self.batch_size = int(batch_size)

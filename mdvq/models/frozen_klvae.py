@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from mdvq.data.errors import DataError
+from mdvq.core.errors import DataError
+from mdvq.core.summary import RunSummary
 from mdvq.models.fingerprint import network_fingerprint
-from mdvq.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from diffusers import VQModel
 
+from mdvq.core.summary import RunSummary
 from mdvq.models.fingerprint import network_fingerprint
-from mdvq.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mdvq.core.compose import compose_config
 from mdvq.evaluation.decision import decide_runs, format_decision, write_decision
-from mdvq.runs.compose import compose_config
 from mdvq.runs.training import train
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _resolved(cfg: DictConfig) -> dict:
 
 def _data_key(cfg: DictConfig) -> str | None:
     """The data key (data + split) the config's datamodule gives (loads the cached data)."""
-    from mdvq.runs.training import build
+    from mdvq.core.compose import build
 
     datamodule = build(cfg.data.datamodule)
     datamodule.setup("fit")
@@ -110,7 +110,7 @@ def _data_key(cfg: DictConfig) -> str | None:
 def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
     """Train one stage into `out_dir` unless a finished run of the same config (fingerprint) and
     the same data key (data and split) is already there; returns its summary (with `reused`)."""
-    from mdvq.runs.summary import RunSummary
+    from mdvq.core.summary import RunSummary
 
     cfg = compose_config(overrides + [f"paths.output_dir={out_dir}", "task=fit"])
     wanted = config_fingerprint(_resolved(cfg))
@@ -162,10 +162,10 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     the same data key) is reused, so a second call continues from the first unfinished stage.
     A failing stage raises `StageFailed` naming it.
     """
+    from mdvq.core.samples import load_samples, write_samples
     from mdvq.evaluation.classifier_run import load_classifier_run
     from mdvq.evaluation.decision import decide_runs, write_decision
     from mdvq.evaluation.generation import evaluate_generation
-    from mdvq.runs.samples import load_samples, write_samples
     from mdvq.runs.sampling import load_prior, sample_prior
 
     out_dir = Path(cfg.paths.output_dir)

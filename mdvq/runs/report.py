@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mdvq.data.errors import DataError
-from mdvq.runs.summary import RunSummary, find_runs
+from mdvq.core.errors import DataError
+from mdvq.core.summary import RunSummary, find_runs
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def evaluation_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
 
 def samples_section(directory: Path, label: str) -> str:
     """A samples folder: its grid (one row per class) and the sampler settings."""
-    from mdvq.runs.samples import load_samples
+    from mdvq.core.samples import load_samples
 
     samples = load_samples(directory)
     settings = [(k, samples.meta.get(k)) for k in ("steps", "guidance", "seed", "prior_kind")

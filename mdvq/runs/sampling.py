@@ -6,7 +6,7 @@ Two priors share one interface (``generate(labels, steps, guidance, generator, s
 (``model_kind = "vqdiffusion"``) and the latent-diffusion prior on KL-VAE latents
 (``"latentdiffusion"``). ``load_prior`` reads either from a run folder, a Lightning checkpoint
 or (latent diffusion) an exported pipeline folder; ``sample_prior`` draws and times samples;
-``mdvq.runs.samples.write_samples`` writes them.
+``mdvq.core.samples.write_samples`` writes them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdvq.runs.summary import RunSummary
+from mdvq.core.summary import RunSummary
 
 PRIOR_KINDS = ("vqdiffusion", "latentdiffusion")
 

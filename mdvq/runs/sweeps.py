@@ -24,8 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import yaml
 
-from mdvq.data.errors import DataError
-from mdvq.runs.summary import RunSummary
+from mdvq.core.errors import DataError
+from mdvq.core.summary import RunSummary
 
 SUMMARY = "summary.json"
 #: metric columns, as (column, metric name without the split prefix); PSNR in dB, SSIM, usage

@@ -4,7 +4,7 @@
 and routes experiments, the TSTR classifier, ...): it builds the datamodule, model, callbacks,
 loggers and trainer from a composed config with Hydra's `instantiate`, fits, tests the best
 checkpoint, exports the model in diffusers' format and writes the run summary
-(`mdvq.runs.summary.RunSummary`).
+(`mdvq.core.summary.RunSummary`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch.distributed as dist
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.trainer.states import TrainerStatus
@@ -30,32 +29,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mdvq.callbacks.csv_log import KeepCSVColumns
 from mdvq.callbacks.process_group import ReleaseProcessGroup
-from mdvq.data.errors import DataError
-from mdvq.runs.precision import trainer_precision
-from mdvq.runs.summary import RunSummary
+from mdvq.core.compose import build, instantiate_collection
+from mdvq.core.errors import DataError
+from mdvq.core.precision import trainer_precision
+from mdvq.core.summary import RunSummary
 from mdvq.utils.loggers import close_loggers
 
 log = logging.getLogger(__name__)
-
-
-def build(node: DictConfig, **kwargs):
-    """`hydra.utils.instantiate`, re-raising a configuration error (ValueError, TypeError) as
-    itself rather than wrapped in Hydra's InstantiationException, so the message naming the
-    offending key is the one the user sees."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
-            raise cause from None
-        raise
-
-
-def instantiate_collection(cfg: DictConfig | None) -> list:
-    """Instantiate every entry with a `_target_` in a group such as `callbacks` or `logger`."""
-    if not cfg:
-        return []
-    return [build(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
 def train(cfg: DictConfig) -> dict:

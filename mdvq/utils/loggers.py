@@ -234,7 +234,7 @@ def wandb_samples_table(images, asked, predicted, confidence, class_names):
     import numpy as np
     import wandb
 
-    from mdvq.data.spectrogram import to_image_rows
+    from mdvq.utils.pixels import to_pixels
 
     images = np.asarray(images)
     if images.ndim != 4 or not (len(images) == len(asked) == len(predicted) == len(confidence)):
@@ -243,8 +243,7 @@ def wandb_samples_table(images, asked, predicted, confidence, class_names):
                          f"{len(predicted)}, {len(confidence)}")
     table = wandb.Table(columns=["image", "asked", "classified", "confidence", "correct"])
     for img, a, p, c in zip(images, asked, predicted, confidence):
-        pixels = np.round(to_image_rows(img[0]) * 255).astype(np.uint8)
-        table.add_data(wandb.Image(pixels), class_names[int(a)], class_names[int(p)], float(c),
+        table.add_data(wandb.Image(to_pixels(img[0])), class_names[int(a)], class_names[int(p)], float(c),
                        int(a) == int(p))
     return table
 
@@ -270,27 +269,3 @@ def log_review_run(save_dir: str | os.PathLike, name: str, job_type: str, tables
     finally:
         run.finish()
     return Path(run.dir).parent
-
-
-def log_evaluation(model, samples, result: dict, out_dir: str | os.PathLike,
-                   batch_size: int = 256, device: str = "cpu", offline: bool | None = None) -> Path:
-    """The W&B run of a generation evaluation (job_type "evaluation"): the metrics of
-    `result` (from `mdvq.evaluation.generation.evaluate_generation`) as its summary and a table
-    of the `samples` (a SampleSet) with the classifier `model`'s class and confidence
-    (softmax probability of its top class). Returns the run's folder."""
-    import numpy as np
-    import torch
-
-    model = model.eval().to(device)
-    probs = []
-    with torch.no_grad():
-        for start in range(0, len(samples.images), batch_size):
-            x = torch.from_numpy(samples.images[start:start + batch_size]).to(device) * 2 - 1
-            probs.append(torch.softmax(model(x).float(), dim=-1).cpu().numpy())
-    probs = np.concatenate(probs)
-    table = wandb_samples_table(samples.images, samples.labels, probs.argmax(1), probs.max(1),
-                                samples.class_names)
-    metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, (int, float))}
-    return log_review_run(out_dir, name=f"evaluation {Path(samples.directory).name}",
-                          job_type="evaluation", tables={"samples": table}, summary=metrics,
-                          offline=offline)

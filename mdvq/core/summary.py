@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from mdvq.data.errors import DataError
+from mdvq.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
