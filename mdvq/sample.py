@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mdvq.core.samples import write_samples
-from mdvq.runs.sampling import load_prior, sample_prior
+from mdvq.runs.prior_sampling import load_prior, sample_prior
 from mdvq.utils import cli
 
 POSITIONAL = [cli.Arg("prior", help="prior run folder, .ckpt, or exported prior folder")]

@@ -20,7 +20,7 @@ from PIL import Image
 from mdvq.core.errors import DataError
 from mdvq.core.summary import RunSummary
 from mdvq.data.dataset import atomic_save_npz
-from mdvq.runs.sampling import sample_prior
+from mdvq.runs.prior_sampling import sample_prior
 from mdvq.runs.training import check_checkpoint, train
 
 SHORT = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1",

@@ -49,7 +49,6 @@ PROCESSING_VERSION = 1
 
 RAW_DTYPES = {"float32": "f4", "int16": "i2"}
 BYTE_ORDERS = {"little": "<", "big": ">"}
-KNOWN_EXTENSIONS = (".mat", ".npy", ".npz", ".wav")
 
 
 @dataclass

@@ -26,7 +26,6 @@ from mdvq.core.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
-SUMMARY_NAME = "summary.json"
 DECISION_NAME = "decision.json"
 PSNR_KEY = "test/psnr"
 USAGE_KEY = "test/codebook_usage"

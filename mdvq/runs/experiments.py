@@ -166,7 +166,7 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     from mdvq.evaluation.classifier_run import load_classifier_run
     from mdvq.evaluation.decision import decide_runs, write_decision
     from mdvq.evaluation.generation import evaluate_generation
-    from mdvq.runs.sampling import load_prior, sample_prior
+    from mdvq.runs.prior_sampling import load_prior, sample_prior
 
     out_dir = Path(cfg.paths.output_dir)
     settings = cfg.routes
