@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from mdvq.core.compose import compose_config
 from mdvq.evaluation.decision import decide_runs, format_decision, write_decision
 from mdvq.runs.training import train
+from mdvq.utils.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -294,12 +295,10 @@ def routes_markdown(table: dict) -> str:
             ("samples/s", "samples_per_second", 2), ("steps", "sampling_steps", None),
             ("AE params", "autoencoder_parameters", None), ("prior params", "prior_parameters", None),
             ("AE wall [s]", "autoencoder_wall_s", 0), ("prior wall [s]", "prior_wall_s", 0)]
+    cells = [[_fmt(row.get(k), d) if d is not None else _fmt(row.get(k)) for _, k, d in cols]
+             for row in table["rows"]]
     lines = ["# Routes: KL-VAE + latent diffusion vs VQ-VAE + VQ-Diffusion", "",
-             "| " + " | ".join(c for c, _, _ in cols) + " |",
-             "|" + "---|" * len(cols)]
-    for row in table["rows"]:
-        lines.append("| " + " | ".join(_fmt(row.get(k), d) if d is not None else _fmt(row.get(k))
-                                       for _, k, d in cols) + " |")
+             markdown_table([c for c, _, _ in cols], cells)]
     d = table["decision"]
     lines += ["", f"Phase-1 rule (reconstruction only): **{d['verdict']}**"]
     lines += [f"- {r}" for r in d.get("reasons") or []]

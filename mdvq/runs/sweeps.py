@@ -26,6 +26,7 @@ import yaml
 
 from mdvq.core.errors import DataError
 from mdvq.core.summary import RunSummary
+from mdvq.utils.tables import markdown_table
 
 SUMMARY = "summary.json"
 #: metric columns, as (column, metric name without the split prefix); PSNR in dB, SSIM, usage
@@ -179,14 +180,12 @@ def to_markdown(rows: list[dict], key: str = "test/psnr", split: str = "test",
     head = ["rank", "job", "model", "K", "commitment", "technique", f"{split} PSNR [dB]",
             f"{split} SSIM", f"{split} usage", f"{split} perplexity", f"{split} dead codes",
             f"usage > {min_usage:g}", "wall time [s]", "status"]
-    lines = [f"Jobs ranked by `{key}` ({len(rows)} jobs).", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        cells = [r.get("rank"), r["job"], r["model"], r["K"], _fmt(r["commitment_cost"], 3),
-                 r["technique"], _fmt(r["psnr_db"], 2), _fmt(r["ssim"], 3), _fmt(r["usage"], 3),
-                 _fmt(r["perplexity"], 1), _fmt(r["dead_codes"], 0), r["usage_ok"],
-                 _fmt(r["wall_time_s"], 1), r["status"]]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    cells = [[_fmt(c) for c in (
+        r.get("rank"), r["job"], r["model"], r["K"], _fmt(r["commitment_cost"], 3),
+        r["technique"], _fmt(r["psnr_db"], 2), _fmt(r["ssim"], 3), _fmt(r["usage"], 3),
+        _fmt(r["perplexity"], 1), _fmt(r["dead_codes"], 0), r["usage_ok"],
+        _fmt(r["wall_time_s"], 1), r["status"])] for r in rows]
+    lines = [f"Jobs ranked by `{key}` ({len(rows)} jobs).", "", markdown_table(head, cells)]
     failed = [r for r in rows if r["status"] != "finished"]
     if failed:
         lines += ["", f"Failed or missing jobs ({len(failed)}):", ""]
