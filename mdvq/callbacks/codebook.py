@@ -20,6 +20,7 @@ from mdvq.evaluation.metrics import (
     perplexity,
 )
 from mdvq.utils.figures import figure_path, resolve_output_dir, save_and_log_figure, stage_label
+from mdvq.utils.metric_keys import TRAIN_DEAD_CODES
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class CodebookMonitor(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         dead = self._dead_codes()
         if dead is not None:
-            log_epoch_value(pl_module, "train/dead_codes", dead)
+            log_epoch_value(pl_module, TRAIN_DEAD_CODES, dead)
 
     def _report(self, stage: str, trainer, pl_module) -> None:
         if self.tracker is None:

@@ -23,12 +23,13 @@ import os
 from pathlib import Path
 
 from mdvq.core.summary import RunSummary
+from mdvq.utils.metric_keys import TEST_CODEBOOK_USAGE, TEST_PSNR
 
 log = logging.getLogger(__name__)
 
 DECISION_NAME = "decision.json"
-PSNR_KEY = "test/psnr"
-USAGE_KEY = "test/codebook_usage"
+PSNR_KEY = TEST_PSNR
+USAGE_KEY = TEST_CODEBOOK_USAGE
 SELECTIONS_KEY = "test/codebook_selections"
 
 

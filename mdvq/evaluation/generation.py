@@ -37,6 +37,7 @@ from mdvq.evaluation.accuracy import (
 from mdvq.evaluation.classifier_run import ClassifierRun
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
 from mdvq.evaluation.tstr import train_on_synthetic
+from mdvq.utils.metric_keys import TEST_ACC
 from mdvq.utils.pixels import to_unit
 from mdvq.utils.tables import markdown_table
 
@@ -107,7 +108,7 @@ def evaluate_generation(
             out_dir / "tstr", seed=seed, trainer_overrides=trainer_overrides, device=device)
     tstr_acc = tstr_result["acc"] if tstr_result else None
 
-    summary_acc = ((run.summary or {}).get("metrics") or {}).get("test/acc")
+    summary_acc = ((run.summary or {}).get("metrics") or {}).get(TEST_ACC)
     if summary_acc is not None and not math.isclose(summary_acc, trtr, abs_tol=1e-6):
         log.warning("TRTR accuracy %.4f differs from the run summary's test/acc %.4f", trtr,
                     summary_acc)

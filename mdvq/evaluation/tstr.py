@@ -25,6 +25,7 @@ from mdvq.core.compose import build
 from mdvq.core.precision import trainer_precision
 from mdvq.data.datamodule import EpochShuffleSampler
 from mdvq.evaluation.accuracy import loader_accuracy
+from mdvq.utils.metric_keys import VAL_ACC
 from mdvq.utils.pixels import to_model
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def train_on_synthetic(
     model = build(model_cfg)
     data = SyntheticTrainData(images01, labels, real, real.batch_size, seed)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch_{epoch:03d}",
-                                 monitor="val/acc", mode="max", save_top_k=1,
+                                 monitor=VAL_ACC, mode="max", save_top_k=1,
                                  auto_insert_metric_name=False)
     tcfg = OmegaConf.merge(trainer_cfg, trainer_overrides or {})
     tcfg.default_root_dir = str(out_dir)

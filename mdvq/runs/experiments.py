@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from mdvq.core.compose import compose_config
 from mdvq.evaluation.decision import decide_runs, format_decision, write_decision
 from mdvq.runs.training import train
+from mdvq.utils.metric_keys import TEST_ACC, TEST_CODEBOOK_USAGE, TEST_PSNR, TEST_SSIM
 from mdvq.utils.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -246,9 +247,9 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> di
             "route": route,
             "autoencoder": ae_stage,
             "prior": prior_stage,
-            "test_psnr_db": ae.get("test/psnr"),
-            "test_ssim": ae.get("test/ssim"),
-            "codebook_usage": ae.get("test/codebook_usage") if route == "vq" else None,
+            "test_psnr_db": ae.get(TEST_PSNR),
+            "test_ssim": ae.get(TEST_SSIM),
+            "codebook_usage": ae.get(TEST_CODEBOOK_USAGE) if route == "vq" else None,
             "conditional_accuracy": gen.get("conditional_accuracy"),
             "fd_samples_test": gen.get("fd_samples_test"),
             "fd_floor": gen.get("fd_train_test_floor"),
@@ -269,7 +270,7 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> di
         "decision": {k: decision.get(k) for k in ("verdict", "psnr_vq", "psnr_kl", "usage_vq",
                                                   "psnr_required", "usage_comparable",
                                                   "reasons")},
-        "classifier": {"test_acc": stages["classifier"]["metrics"].get("test/acc"),
+        "classifier": {"test_acc": stages["classifier"]["metrics"].get(TEST_ACC),
                        "wall_s": stages["classifier"].get("wall_time_s")},
         "data_key": stages["klvae"].get("data_key"),
         "stages": {name: {"dir": name, "reused": s.get("reused"), "status": s.get("status")}

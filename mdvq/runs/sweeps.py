@@ -26,6 +26,7 @@ import yaml
 
 from mdvq.core.errors import DataError
 from mdvq.core.summary import RunSummary
+from mdvq.utils.metric_keys import TEST_PSNR
 from mdvq.utils.tables import markdown_table
 
 SUMMARY = "summary.json"
@@ -132,7 +133,7 @@ def value_of(row: dict, key: str):
     return row.get(key)
 
 
-def rank(rows: list[dict], key: str = "test/psnr", descending: bool | None = None) -> list[dict]:
+def rank(rows: list[dict], key: str = TEST_PSNR, descending: bool | None = None) -> list[dict]:
     """Rows sorted by `key` (a metric name or a column) with `rank` (1 = best) and `objective`
     set; failed or missing jobs and rows without a finite value come last, unranked.
 
@@ -174,7 +175,7 @@ def _fmt(value, digits: int | None = None) -> str:
     return str(value)
 
 
-def to_markdown(rows: list[dict], key: str = "test/psnr", split: str = "test",
+def to_markdown(rows: list[dict], key: str = TEST_PSNR, split: str = "test",
                 min_usage: float = 0.8) -> str:
     """The ranked markdown table (rows from `rank`), then the failed/missing jobs with errors."""
     head = ["rank", "job", "model", "K", "commitment", "technique", f"{split} PSNR [dB]",
@@ -200,7 +201,7 @@ def to_markdown(rows: list[dict], key: str = "test/psnr", split: str = "test",
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: list[dict], out_dir: str | Path, key: str = "test/psnr",
+def write_table(rows: list[dict], out_dir: str | Path, key: str = TEST_PSNR,
                 split: str = "test", min_usage: float = 0.8) -> tuple[Path, Path]:
     """Write `sweep.md` (from `to_markdown`) and `sweep.csv` (every `COLUMNS` field, full
     precision) into `out_dir`; returns both paths."""
@@ -276,7 +277,7 @@ def plot(rows: list[dict], path: str | Path, split: str = "test", min_usage: flo
     return path
 
 
-def summarise(sweep_dir: str | Path, out_dir: str | Path | None = None, key: str = "test/psnr",
+def summarise(sweep_dir: str | Path, out_dir: str | Path | None = None, key: str = TEST_PSNR,
               split: str | None = None, descending: bool | None = None,
               min_usage: float = 0.8) -> tuple[list[dict], str]:
     """collect_runs + rank + write_table + plot; returns the ranked rows and the markdown.
