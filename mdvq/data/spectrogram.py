@@ -3,7 +3,7 @@
 Conventions (docs/data.md): a spectrogram array is `(F, T)` (or `(C, F, T)`), rows are
 Doppler bins in *ascending* frequency (row 0 = most negative Doppler, zero Doppler in the
 middle), so plotting with `origin="lower"` draws approaching targets (positive Doppler) upward.
-Images written for people put positive Doppler at the top (see `to_image_rows`).
+Images written for people put positive Doppler at the top (see `mdvq.utils.pixels.to_image_rows`).
 """
 
 from __future__ import annotations
