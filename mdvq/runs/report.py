@@ -25,18 +25,7 @@ from pathlib import Path
 
 from mdvq.core.errors import DataError
 from mdvq.core.summary import RunSummary, find_runs
-from mdvq.utils.metric_keys import (
-    TEST_ACC,
-    TEST_CODEBOOK_USAGE,
-    TEST_PSNR,
-    TEST_SSIM,
-    TRAIN_LOSS,
-    TRAIN_LOSS_EPOCH,
-    VAL_ACC,
-    VAL_CODEBOOK_USAGE,
-    VAL_PSNR,
-    VAL_VB,
-)
+from mdvq.utils import metric_keys
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +36,11 @@ HIGHLIGHTS = [("model.num_vq_embeddings", "K"), ("model.commitment_cost", "commi
               ("trainer.max_epochs", "max epochs"), ("data.datamodule.batch_size", "batch size"),
               ("data.image_size", "image size (F, T)"), ("seed", "seed")]
 #: metrics plotted as learning curves when logged (PSNR in dB, usage a fraction of K).
-CURVES = [("loss", [TRAIN_LOSS_EPOCH, TRAIN_LOSS, "val/loss"]),
-          ("PSNR [dB]", [VAL_PSNR]),
-          ("codebook usage (fraction of K)", [VAL_CODEBOOK_USAGE]),
-          ("variational bound [nats/token]", [VAL_VB]),
-          ("accuracy", [VAL_ACC])]
+CURVES = [("loss", [metric_keys.TRAIN_LOSS_EPOCH, metric_keys.TRAIN_LOSS, "val/loss"]),
+          ("PSNR [dB]", [metric_keys.VAL_PSNR]),
+          ("codebook usage (fraction of K)", [metric_keys.VAL_CODEBOOK_USAGE]),
+          ("variational bound [nats/token]", [metric_keys.VAL_VB]),
+          ("accuracy", [metric_keys.VAL_ACC])]
 #: figure kinds of `figures/` shown per run, newest validation epoch and the test figure.
 FIGURES = [("spectrograms", "reconstructions"), ("samples", "samples"),
            ("codebook", "codebook usage")]
@@ -248,8 +237,8 @@ def run_section(run: RunSummary, label: str) -> str:
 
 def runs_table(runs: Sequence[RunSummary], labels: dict) -> str:
     """One row per run: model, status, the main test metrics and the data key."""
-    keys = [TEST_PSNR, TEST_SSIM, TEST_CODEBOOK_USAGE, "test/perplexity", "test/vb",
-            TEST_ACC]
+    keys = [metric_keys.TEST_PSNR, metric_keys.TEST_SSIM, metric_keys.TEST_CODEBOOK_USAGE,
+            "test/perplexity", "test/vb", metric_keys.TEST_ACC]
     keys = [k for k in keys if any(k in r.metrics for r in runs)]
     rows = [(labels[r.run_dir], r.model, r.status, *(r.metrics.get(k) for k in keys), r.data_key)
             for r in runs]

@@ -8,14 +8,7 @@ import netrc
 import os
 from pathlib import Path
 
-from mdvq.utils.metric_keys import (
-    TRAIN_DEAD_CODES,
-    TRAIN_LOSS_EPOCH,
-    VAL_ACC,
-    VAL_CODEBOOK_USAGE,
-    VAL_PSNR,
-    VAL_VB,
-)
+from mdvq.utils import metric_keys
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +18,13 @@ JOB_TYPES = {"vqvae": "autoencoder", "klvae": "autoencoder", "vqdiffusion": "pri
 #: Short names of swept keys in run names: `model.num_vq_embeddings=1024` -> `K=1024`.
 SHORT_KEYS = {"num_vq_embeddings": "K", "commitment_cost": "commitment", "model/codebook": "codebook"}
 #: Epoch-level metrics plotted against `epoch` (W&B `define_metric` step metric).
-EPOCH_METRICS = ("val/*", "test/*", TRAIN_DEAD_CODES, TRAIN_LOSS_EPOCH, "lr-*")
+EPOCH_METRICS = ("val/*", "test/*", metric_keys.TRAIN_DEAD_CODES, metric_keys.TRAIN_LOSS_EPOCH,
+                 "lr-*")
 #: Summary of the keys a dashboard sorts on: the best PSNR (dB, higher is better), the lowest
 #: variational bound (nats per token), the best accuracy; usage and perplexity keep their last value.
-SUMMARIES = {VAL_PSNR: "max", "val/ssim": "max", VAL_VB: "min", VAL_ACC: "max",
-             VAL_CODEBOOK_USAGE: "last", "val/perplexity": "last"}
+SUMMARIES = {metric_keys.VAL_PSNR: "max", "val/ssim": "max", metric_keys.VAL_VB: "min",
+             metric_keys.VAL_ACC: "max", metric_keys.VAL_CODEBOOK_USAGE: "last",
+             "val/perplexity": "last"}
 
 
 def wandb_account_configured() -> bool:
