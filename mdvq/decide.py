@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mdvq.core.summary import RunSummary
 from mdvq.evaluation.decision import (
     DECISION_NAME,
     decide_runs,
@@ -26,7 +27,6 @@ from mdvq.evaluation.decision import (
     thresholds,
     write_decision,
 )
-from mdvq.runs.summary import RunSummary
 from mdvq.utils import cli
 
 POSITIONAL = [cli.Arg("runs", list, help="VQ_RUN KL_RUN (run folders), or one routes folder")]

@@ -49,9 +49,9 @@ def main(argv: list[str]) -> dict:
     """Parse `argv`, evaluate, print and write the metrics; returns them."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options, trainer_overrides, data_overrides = parse_args(argv)
+    from mdvq.core.samples import load_samples
     from mdvq.evaluation.classifier_run import load_classifier_run
     from mdvq.evaluation.generation import evaluate_generation, format_markdown
-    from mdvq.runs.samples import load_samples
 
     samples = load_samples(options["samples"])
     run = load_classifier_run(options["classifier"], cache_dir=options["cache_dir"],
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> dict:
         command=" ".join(["python -m mdvq.evaluate", *map(shlex.quote, argv)]),
     )
     if options["wandb"]:
-        from mdvq.utils.loggers import log_evaluation
+        from mdvq.evaluation.review import log_evaluation
 
         log_evaluation(run.model, samples, result, options["out"], options["batch_size"],
                        options["device"])

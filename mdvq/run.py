@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mdvq.runs.compose import config_dir
+from mdvq.core.compose import config_dir
 
 log = logging.getLogger("mdvq.run")
 
@@ -25,8 +25,8 @@ TASKS = ("fit", "preview", "phase1", "routes")
 
 def preview(cfg: DictConfig) -> Path:
     """Write `preview.png` (one example per class, physical axes) to the run folder."""
+    from mdvq.core.compose import build
     from mdvq.data.preview import write_preview
-    from mdvq.runs.training import build
 
     datamodule = build(cfg.data.datamodule)
     return write_preview(datamodule, Path(cfg.paths.output_dir) / "preview.png")

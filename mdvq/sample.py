@@ -8,7 +8,7 @@ PRIOR is a prior run folder (VQ-Diffusion or latent diffusion; its best checkpoi
 ``out`` defaults to ``<run folder>/samples``; one that already holds samples is refused
 unless ``overwrite=true``, which removes only the files an earlier call wrote. The folder written (``samples.npy``,
 ``labels.npy``, ``meta.json``, ``png/``, ``grid.png``) is described in
-:mod:`mdvq.runs.samples`; ``python -m mdvq.evaluate`` scores it.
+:mod:`mdvq.core.samples`; ``python -m mdvq.evaluate`` scores it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from mdvq.runs.samples import clear_samples, write_samples
-from mdvq.runs.sampling import load_prior, sample_prior
+from mdvq.core.samples import clear_samples, write_samples
+from mdvq.runs.prior_sampling import load_prior, sample_prior
 from mdvq.utils import cli
 
 POSITIONAL = [cli.Arg("prior", help="prior run folder, .ckpt, or exported prior folder")]

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from mdvq.runs.sweeps import summarise
 from mdvq.utils import cli
+from mdvq.utils.metric_keys import TEST_PSNR
 
 POSITIONAL = [cli.Arg("sweep_dir", help="a multirun/Optuna sweep folder")]
 OPTIONS = [
     cli.Arg("out", str, None, "output folder (None: SWEEP_DIR)"),
-    cli.Arg("sort", str, "test/psnr", "metric (test/psnr, val/codebook_usage) or column (K)"),
+    cli.Arg("sort", str, TEST_PSNR, "metric (test/psnr, val/codebook_usage) or column (K)"),
     cli.Arg("split", str, None, "train | val | test: split of the metric columns (None: sort's)"),
     cli.Arg("order", str, "auto", "auto (losses ascending, others descending) | ascending | descending"),
     cli.Arg("min_usage", float, 0.8, "usage threshold of the decision rule (fraction of K)"),

@@ -49,7 +49,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mdvq.runs.compose import compose_config, config_dir
+from mdvq.core.compose import compose_config, config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = config_dir()

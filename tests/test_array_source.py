@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
+from mdvq.core.errors import DataError
 from mdvq.data.arrays import ArraySource, resample_axis
-from mdvq.data.errors import DataError
 
 
 def unit_images(n=4, f=6, t=5, seed=0):

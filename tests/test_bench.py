@@ -12,8 +12,7 @@ from mdvq import bench
 from mdvq.benchmarks import builders, loops
 from mdvq.benchmarks.timing import interleaved, marginal_cost
 from mdvq.callbacks.performance import PerformanceSwitches, apply_switches, is_compiled
-from mdvq.runs.compose import compose_config
-from mdvq.runs.training import build
+from mdvq.core.compose import build, compose_config
 from mdvq.utils.cli import UsageError
 
 

@@ -41,8 +41,8 @@ from mdvq.callbacks import (
 )
 from mdvq.callbacks.codebook import max_usage
 from mdvq.callbacks.grids import spectrogram_grid_figure
-from mdvq.callbacks.reporting import save_and_log_figure
-from mdvq.data.errors import DataError
+from mdvq.core.errors import DataError
+from mdvq.utils.figures import save_and_log_figure
 
 REPO = Path(__file__).resolve().parents[1]
 K = 4

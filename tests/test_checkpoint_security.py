@@ -1,5 +1,5 @@
 """A received checkpoint never runs code: every path-taking key and command opens checkpoints
-with torch's weights-only unpickler, and the error names the key (mdvq/runs/artifacts.py)."""
+with torch's weights-only unpickler, and the error names the key (mdvq/core/artifacts.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 import torch
 from conftest import ROOT, compose_cfg, data_overrides, tiny_overrides
 
+from mdvq.core.artifacts import checkpoint_kind, load_checkpoint, resolve_artifact
+from mdvq.core.samples import write_samples
 from mdvq.evaluate import main as evaluate_main
 from mdvq.evaluation.classifier_run import load_classifier_run
 from mdvq.models.frozen_klvae import load_frozen_klvae
 from mdvq.models.frozen_vqvae import load_frozen_vqvae
-from mdvq.runs.artifacts import checkpoint_kind, load_checkpoint, resolve_artifact
-from mdvq.runs.samples import write_samples
 from mdvq.runs.training import train
 from mdvq.sample import main as sample_main
 

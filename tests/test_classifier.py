@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
+from mdvq.core.summary import RunSummary
 from mdvq.models.classifier import SpectrogramClassifier
-from mdvq.runs.summary import RunSummary
 
 
 # --------------------------------------------------------------------------- configs

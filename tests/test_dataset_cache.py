@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import make_set
 
+from mdvq.core.errors import DataError
 from mdvq.data.dataset import SpectrogramSet, load_or_build
-from mdvq.data.errors import DataError, load_each
+from mdvq.data.on_error import load_each
 
 
 def test_save_load_round_trip(tmp_path, small_set):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import compose_cfg, sigterm_after_first_checkpoint, tiny_overrides
 
-from mdvq.runs.summary import RunSummary
+from mdvq.core.summary import RunSummary
 from mdvq.runs.training import resolve_ckpt_path, train
 
 SHORT = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1",

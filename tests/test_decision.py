@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mdvq.data.errors import DataError
+from mdvq.core.errors import DataError
+from mdvq.core.summary import RunSummary, find_runs
 from mdvq.decide import main
 from mdvq.evaluation.decision import decide, thresholds, uniform_usage, write_decision
-from mdvq.runs.summary import RunSummary, find_runs
 from mdvq.utils.cli import run as run_command
 
 REPO = Path(__file__).resolve().parents[1]

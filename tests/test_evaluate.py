@@ -12,14 +12,14 @@ import torch
 from conftest import classifier_run_overrides
 from torch import nn
 
+from mdvq.core.samples import check_compatible, load_samples, write_samples
+from mdvq.core.summary import RunSummary
 from mdvq.evaluate import main as evaluate_main
 from mdvq.evaluate import parse_args
 from mdvq.evaluation.accuracy import conditional_accuracy
 from mdvq.evaluation.classifier_run import load_classifier_run
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
 from mdvq.evaluation.generation import evaluate_generation
-from mdvq.runs.samples import check_compatible, load_samples, write_samples
-from mdvq.runs.summary import RunSummary
 from mdvq.utils.cli import run as run_command
 
 

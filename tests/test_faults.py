@@ -17,10 +17,10 @@ import torch
 from conftest import compose_cfg, sigterm_after_first_checkpoint, tiny_overrides
 from PIL import Image
 
+from mdvq.core.errors import DataError
+from mdvq.core.summary import RunSummary
 from mdvq.data.dataset import atomic_save_npz
-from mdvq.data.errors import DataError
-from mdvq.runs.sampling import sample_prior
-from mdvq.runs.summary import RunSummary
+from mdvq.runs.prior_sampling import sample_prior
 from mdvq.runs.training import check_checkpoint, train
 
 SHORT = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1",

@@ -1,4 +1,4 @@
-"""The three recorded-data sources built the way Hydra builds them: from YAML through `formats`."""
+"""The three recorded-data sources built the way Hydra builds them: from YAML naming their classes."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mdvq.data import formats
+from mdvq.data.glasgow import GlasgowSource
 
 YAML = """
 glasgow:
-  _target_: mdvq.data.formats.GlasgowSource
+  _target_: mdvq.data.glasgow.GlasgowSource
   root: {root}/glasgow
   activity_names: {{1: walking, 2: sitting_down, 3: standing_up, 4: picking_up, 5: drinking,
                    6: falling}}
@@ -21,12 +21,12 @@ glasgow:
   image_size: [16, 8]
   cache_dir: {root}/cache
 images:
-  _target_: mdvq.data.formats.ImageFolderSource
+  _target_: mdvq.data.images.ImageFolderSource
   root: {root}/pictures
   extensions: [.png]
   image_size: [16, 8]
 arrays:
-  _target_: mdvq.data.formats.ArraySource
+  _target_: mdvq.data.arrays.ArraySource
   path: {root}/set.npz
   scale: db
   dynamic_range_db: 40
@@ -48,7 +48,7 @@ def test_sources_instantiate_from_yaml_and_agree_on_layout(tmp_path):
 
     cfg = OmegaConf.create(YAML.format(root=tmp_path))
     sources = {name: instantiate(cfg[name]) for name in ("glasgow", "images", "arrays")}
-    assert isinstance(sources["glasgow"], formats.GlasgowSource)
+    assert isinstance(sources["glasgow"], GlasgowSource)
     stft = sources["glasgow"].stft
     got = (stft.window, stft.nperseg, stft.nfft, stft.dynamic_range_db)
     assert got == ("hamming", 32, 64, 40.0)

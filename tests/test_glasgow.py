@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mdvq.core.errors import DataError
 from mdvq.data import glasgow
-from mdvq.data.errors import DataError
 from mdvq.data.glasgow import (
     GlasgowSource,
     glasgow_spectrogram,

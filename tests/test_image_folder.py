@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mdvq.data.errors import DataError
+from mdvq.core.errors import DataError
 from mdvq.data.images import ImageFolderSource, colormap_table
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.io import savemat, wavfile
 
+from mdvq.core.errors import DataError
 from mdvq.data.datamodule import SpectrogramDataModule
-from mdvq.data.errors import DataError
-from mdvq.data.formats import IQSource, read_iq
+from mdvq.data.iq import IQSource, read_iq
 
 FS = 1000.0  # Hz
 STFT = {"window": "hann", "nperseg": 128, "noverlap": 96, "nfft": 256}

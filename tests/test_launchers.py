@@ -129,7 +129,7 @@ def test_slurm_launcher_with_multinode_composes_and_renders_the_sbatch_script(tm
 
 def compose_config_with_hydra(overrides: list[str]):
     """The project config with its `hydra` node (launcher settings), as a multirun sees it."""
-    from mdvq.runs.compose import compose_config
+    from mdvq.core.compose import compose_config
 
     return compose_config(overrides, return_hydra_config=True)
 

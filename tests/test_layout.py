@@ -88,7 +88,9 @@ def test_pyproject_lists_every_package_and_every_command():
     scripts = project["project"]["scripts"]
     present = {m for m in COMMANDS if (ROOT / (m.replace(".", "/") + ".py")).exists()}
     assert {v.split(":")[0] for v in scripts.values()} == present
-    assert not (PACKAGE / "py.typed").exists() or "py.typed" in str(project["tool"]["setuptools"])
+    # PEP 561: the type hints ship (the installed copy has it: test_plain_install_...)
+    assert (PACKAGE / "py.typed").is_file()
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["mdvq"]
 
 
 def test_plain_install_runs_from_another_folder(tmp_path):
@@ -115,6 +117,7 @@ def test_plain_install_runs_from_another_folder(tmp_path):
     installed = Path(site) / "mdvq"
     assert (installed / "conf" / "config.yaml").is_file()
     assert (installed / "conf" / "model" / "codebook" / "healthy.yaml").is_file()
+    assert (installed / "py.typed").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

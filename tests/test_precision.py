@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import compose_cfg
 
+from mdvq.core import precision as prec
+from mdvq.core.precision import usable_precision
 from mdvq.evaluation.decision import decide_runs, thresholds
-from mdvq.runs import precision as prec
-from mdvq.runs.precision import usable_precision
 
 
 @pytest.mark.parametrize("model", ["vqvae", "klvae"])

@@ -13,10 +13,10 @@ import pytest
 from conftest import ROOT, run_cli
 from matplotlib.figure import Figure
 
+from mdvq.core.summary import RunSummary
 from mdvq.evaluation.decision import decide, write_decision
 from mdvq.report import main as report_main
 from mdvq.runs.report import build_report, read_metrics_csv
-from mdvq.runs.summary import RunSummary
 from mdvq.utils.cli import UsageError
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 from conftest import CONF, ROOT, compose_cfg, run_cli, tiny_overrides
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 
+from mdvq.core.compose import compose_config
+from mdvq.core.summary import RunSummary
 from mdvq.run import main as run_main
-from mdvq.runs.summary import RunSummary
 from mdvq.runs.training import train
 
 
@@ -30,14 +32,31 @@ def config_options() -> list[tuple[str, str]]:
 def test_every_config_option_composes_and_resolves(tmp_path, group, option):
     extra = ["data.root=/somewhere", "+data.labels_path=null"] if group == "data" and option != "radar" else []
     cfg = compose_cfg([f"{group}={option}", f"paths.output_dir={tmp_path}", *extra])
-    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert cfg.data.datamodule._target_.endswith("SpectrogramDataModule")
+    for target in targets(resolved):  # every class or function a config names exists
+        assert get_object(target), target
 
 
-def test_config_options_cover_every_group():
-    groups = {g for g, _ in config_options()}
-    assert {"data", "model", "model/codebook", "trainer", "logger", "callbacks", "experiment",
-            "debug", "decision", "hparams_search", "paths"} <= groups, groups
+def targets(node) -> list[str]:
+    """Every `_target_` in a plain config tree."""
+    if isinstance(node, dict):
+        own = [node["_target_"]] if isinstance(node.get("_target_"), str) else []
+        return own + [t for v in node.values() for t in targets(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in targets(v)]
+    return []
+
+
+def test_every_group_hydra_composes_has_its_options_tested():
+    """The groups Hydra picks options of when composing (the defaults lists, experiments
+    included) are all among the groups `config_options` found, so each has its options tested."""
+    tested = {g for g, _ in config_options()}
+    for overrides in ([], *[[f"experiment={o}"] for g, o in config_options() if g == "experiment"]):
+        cfg = compose_config(overrides, return_hydra_config=True)
+        chosen = {g for g, option in cfg.hydra.runtime.choices.items()
+                  if option is not None and not g.startswith("hydra")}
+        assert chosen and chosen <= tested, (overrides, sorted(chosen - tested))
 
 
 def test_missing_data_root_is_named(tmp_path):
@@ -162,3 +181,11 @@ def test_phase1_experiment_writes_the_decision(tmp_path, data_cache):
     assert decision["verdict"] == ("vqvae" if expect else "klvae")
     assert decision["psnr_margin"] == 0.10 and decision["usage_threshold"] == 0.80  # conf/decision
     assert decision["vq_run"] == "vqvae" and decision["kl_run"] == "klvae", "relative run folders"
+
+
+def test_the_main_config_names_every_experiment():
+    """conf/config.yaml's comment on the experiment group lists every conf/experiment file."""
+    line = next(x for x in (CONF / "config.yaml").read_text().splitlines()
+                if x.strip().startswith("- experiment:"))
+    named = set(line.split("#", 1)[1].split("(")[0].replace("|", " ").split())
+    assert named == {p.stem for p in (CONF / "experiment").glob("*.yaml")}, named

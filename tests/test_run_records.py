@@ -17,9 +17,9 @@ import torch
 from conftest import compose_cfg, sigterm_after_first_checkpoint, tiny_overrides
 
 from mdvq.callbacks.checkpoint import RunFolderCheckpoint
+from mdvq.core.summary import RunSummary
 from mdvq.runs import training
 from mdvq.runs.experiments import train_stage
-from mdvq.runs.summary import RunSummary
 from mdvq.runs.training import train
 
 SHORT = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -208,3 +208,13 @@ def test_an_interrupted_stage_resumes_and_another_config_is_moved_aside(tmp_path
     assert train_stage("vqvae", other, stage)["status"] == "finished"
     aside = RunSummary.read(tmp_path / "stages" / "vqvae.replaced-1")
     assert aside.finished and aside.metrics == run.metrics
+
+
+def test_an_old_run_config_names_todays_reader_classes(tmp_path):
+    """Runs recorded before the `data/formats.py` facade went still rebuild their data."""
+    old = {"data": {"datamodule": {"source": {"_target_": "mdvq.data.formats.IQSource",
+                                              "root": "x"}}}, "model": {"_target_": "a.B"}}
+    run = RunSummary(tmp_path, {"model": "classifier", "config": old})
+    assert run.config["data"]["datamodule"]["source"]["_target_"] == "mdvq.data.iq.IQSource"
+    assert run.config["model"]["_target_"] == "a.B"
+    assert old["data"]["datamodule"]["source"]["_target_"] == "mdvq.data.formats.IQSource"

@@ -12,9 +12,9 @@ import torch
 from conftest import ROOT, compose_cfg, data_overrides, run_cli, tiny_overrides
 from PIL import Image
 
+from mdvq.core.summary import RunSummary
 from mdvq.models.vqdiffusion import VQDiffusionModule, load_transformer
-from mdvq.runs.sampling import load_prior
-from mdvq.runs.summary import RunSummary
+from mdvq.runs.prior_sampling import load_prior
 from mdvq.runs.training import train
 from mdvq.sample import main as sample_main
 from mdvq.utils.cli import UsageError

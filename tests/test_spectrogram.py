@@ -8,8 +8,8 @@ from mdvq.data.spectrogram import (
     magnitude_to_unit,
     resize_spectrogram,
     stft_magnitude,
-    to_image_rows,
 )
+from mdvq.utils.pixels import to_image_rows
 
 
 def test_tone_peaks_at_its_frequency_with_sign():
@@ -93,3 +93,17 @@ def test_resize_keeps_range_and_shape():
     # a row-constant image (one Doppler profile over time) keeps its profile when T shrinks
     rows = np.repeat(np.array([[0.2], [0.6], [1.0], [0.0]], np.float32), 8, axis=1)
     np.testing.assert_allclose(resize_spectrogram(rows, (4, 3)), rows[:, :3], atol=1e-6)
+
+
+def test_pixel_conventions():
+    """[0,1] <-> [-1,1] for numpy and torch alike; uint8 pixels put positive Doppler on top."""
+    import torch
+
+    from mdvq.utils.pixels import to_model, to_pixels, to_unit
+
+    x = np.array([0.0, 0.25, 1.0], dtype=np.float32)
+    np.testing.assert_array_equal(to_model(x), [-1.0, -0.5, 1.0])
+    np.testing.assert_array_equal(to_unit(to_model(x)), x)
+    assert torch.equal(to_unit(torch.tensor([-1.0, 0.0, 1.0])), torch.tensor([0.0, 0.5, 1.0]))
+    img = np.array([[0.0, 0.0], [1.0, 1.0]], dtype=np.float32)  # row 1: higher Doppler
+    np.testing.assert_array_equal(to_pixels(img), [[255, 255], [0, 0]])

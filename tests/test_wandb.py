@@ -137,15 +137,20 @@ def test_multirun_jobs_are_separate_grouped_named_wandb_runs(tmp_path):
 
 
 def test_wandb_logger_without_a_sweep_is_named_by_the_task(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    from mdvq.utils.loggers import wandb_logger
+    """The run as W&B records it (the offline run file): named by the task, job type and tag
+    from the model kind, no group outside a sweep."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    from mdvq.utils.loggers import close_loggers, wandb_logger
 
-    logger = wandb_logger(save_dir=str(tmp_path), task_name="prior",
+    logger = wandb_logger(save_dir=str(tmp_path), task_name="prior", offline=True,
                           model_target="mdvq.models.vqdiffusion.VQDiffusionModule")
-    assert logger._wandb_init["name"] == "prior"
-    assert logger._wandb_init["job_type"] == "prior"
-    assert logger._wandb_init["tags"] == ["model:vqdiffusion"]
-    assert "group" not in logger._wandb_init
+    assert logger.experiment is not None  # starts the offline run
+    close_loggers([logger])
+    folders = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(folders) == 1, folders
+    run = read_finished_run(folders[0])["run"]
+    assert run.display_name == "prior" and run.job_type == "prior"
+    assert list(run.tags) == ["model:vqdiffusion"] and run.run_group == ""
 
 
 def test_epoch_line_without_a_terminal():
@@ -168,9 +173,10 @@ def test_decision_and_samples_tables_offline(tmp_path, monkeypatch):
     import numpy as np
     import torch
 
+    from mdvq.core.samples import SampleSet
     from mdvq.evaluation.decision import decide
-    from mdvq.runs.samples import SampleSet
-    from mdvq.utils.loggers import log_evaluation, log_review_run, wandb_rows_table
+    from mdvq.evaluation.review import log_evaluation
+    from mdvq.utils.loggers import log_review_run, wandb_rows_table
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     decision = decide(24.5, 0.9, 21.5, psnr_margin=0.1, usage_threshold=0.8).to_dict()

@@ -22,7 +22,7 @@ START = time.time()
 import lightning as L
 from omegaconf import open_dict
 
-from mdvq.runs.compose import compose_config
+from mdvq.core.compose import compose_config
 from mdvq.runs.training import train
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch
 from conftest import compose_cfg, data_overrides, tiny_overrides
 
-from mdvq.runs.summary import RunSummary
+from mdvq.core.summary import RunSummary
 from mdvq.runs.training import train
 
 SHORT = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -104,8 +104,8 @@ for _key, _make in {
 def _evil_commands(tmp: Path, cache: Path):
     import numpy as np
 
+    from mdvq.core.samples import write_samples
     from mdvq.evaluate import main as evaluate_main
-    from mdvq.runs.samples import write_samples
     from mdvq.sample import main as sample_main
 
     marker = tmp / "PWNED"
@@ -341,7 +341,7 @@ def _decide(tmp: Path, cache: Path):
 def _sample_again(tmp: Path, cache: Path):
     import numpy as np
 
-    from mdvq.runs.samples import write_samples
+    from mdvq.core.samples import write_samples
     from mdvq.sample import main as sample_main
 
     out = write_samples(tmp / "out", np.zeros((2, 1, 16, 16), np.float32), np.array([0, 1]),

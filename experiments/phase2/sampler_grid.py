@@ -5,7 +5,7 @@
         --n-per-class 20 --seed 0 --out experiments/phase2/grid.jsonl
 
 Every setting of every prior (run folder or .ckpt) draws ``n_per_class`` samples of each class
-with ``mdvq.runs.sampling.sample_prior`` (the code path of ``python -m mdvq.sample``) and
+with ``mdvq.runs.prior_sampling.sample_prior`` (the code path of ``python -m mdvq.sample``) and
 scores them with the in-domain classifier (``python -m mdvq.evaluate``'s figures, without
 TSTR): conditional accuracy overall and per class, the judge's mean confidence and its largest
 vote share, and the Frechet distance to the real test split beside the real train/test floor at
@@ -28,7 +28,7 @@ import torch
 from mdvq.evaluation.accuracy import conditional_accuracy, judge_profile, predict_proba
 from mdvq.evaluation.classifier_run import load_classifier_run
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
-from mdvq.runs.sampling import load_prior, sample_prior
+from mdvq.runs.prior_sampling import load_prior, sample_prior
 
 KEYS = {"steps": int, "guidance": float, "sampler": str, "truncation": float}
 """Setting keys and their types (the options of ``python -m mdvq.sample``)."""

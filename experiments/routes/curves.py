@@ -21,7 +21,7 @@ import torch
 
 from mdvq.evaluation.accuracy import conditional_accuracy, predict
 from mdvq.evaluation.classifier_run import load_classifier_run
-from mdvq.runs.sampling import _load_checkpoint, load_prior, sample_prior
+from mdvq.runs.prior_sampling import _load_checkpoint, load_prior, sample_prior
 
 
 def judge(classifier, images, labels, names) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdvq.runs.samples import load_samples
+from mdvq.core.samples import load_samples
 from mdvq.utils.plotting import sample_grid_figure, save_figure
 
 

@@ -1,7 +1,7 @@
 """The four benchmarked models, built from conf/ with random weights, and synthetic batches.
 
 Each model is composed exactly as `python -m mdvq.run` would compose it
-(:func:`mdvq.runs.compose.compose_config`): `model=vqvae` with `model/codebook=plain` (the same
+(:func:`mdvq.core.compose.compose_config`): `model=vqvae` with `model/codebook=plain` (the same
 computation a raw diffusers loop of the exported `VQModel` does; the codebook-health switches
 add work no plain loop has), `model=klvae`, `experiment=vqdiffusion` and
 `experiment=latentdiffusion`. The priors need a frozen autoencoder: a random-weight one of the
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from mdvq.runs.compose import compose_config
+from mdvq.core.compose import compose_config
+from mdvq.utils.pixels import to_model
 
 AUTOENCODERS = ("vqvae", "klvae")
 PRIORS = ("vqdiffusion", "latentdiffusion")
@@ -78,7 +79,7 @@ def model_config(name: str, size: str = "default", frozen: Path | None = None,
 
 def build_module(cfg: DictConfig, seed: int = 0):
     """The LightningModule of a composed config, with seeded random weights."""
-    from mdvq.runs.training import build
+    from mdvq.core.compose import build
 
     torch.manual_seed(seed)
     return build(cfg.model)
@@ -127,7 +128,7 @@ def synthetic_batches(module, cfg: DictConfig, n: int, batch: int, seed: int = 0
         elif kind == "latentdiffusion":
             x = torch.randn((batch, *module.latent_shape), generator=g)
         else:
-            x = torch.rand((batch, int(cfg.model.in_channels), *size), generator=g) * 2 - 1
+            x = to_model(torch.rand((batch, int(cfg.model.in_channels), *size), generator=g))
         out.append((x, labels))
     return out
 

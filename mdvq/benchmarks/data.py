@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mdvq.runs.compose import compose_config
+from mdvq.core.compose import compose_config
 
 
 def data_rates(cache_dir: Path, num_per_class: int = 50, epochs: int = 2,
@@ -22,7 +22,7 @@ def data_rates(cache_dir: Path, num_per_class: int = 50, epochs: int = 2,
     Returns `{"n", "native_shape", "generate_s", "simulated_per_s", "cached_setup_s",
     "train_examples", "loader_per_s", "batch_size", "image_size"}` (seconds, spectrograms/s).
     """
-    from mdvq.runs.training import build
+    from mdvq.core.compose import build
 
     if num_per_class < 1 or epochs < 1:
         raise ValueError(f"num_per_class and epochs must be >= 1, got {num_per_class}, {epochs}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mdvq.utils.tables import markdown_table as table
+
 
 def _cell(value) -> str:
     if value is None:
@@ -20,8 +22,5 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
     if not rows:
         return "(no rows)"
     columns = list(columns or rows[0].keys())
-    lines = ["| " + " | ".join(columns) + " |",
-             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
-    return "\n".join(lines)
+    return table([str(c) for c in columns], ([_cell(row.get(c)) for c in columns] for row in rows),
+                 right=numeric)

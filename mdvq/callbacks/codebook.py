@@ -10,13 +10,7 @@ import torch
 from lightning.pytorch import Callback
 from matplotlib.figure import Figure
 
-from mdvq.callbacks.reporting import (
-    figure_path,
-    log_epoch_value,
-    resolve_output_dir,
-    save_and_log_figure,
-    stage_label,
-)
+from mdvq.callbacks.reporting import log_epoch_value
 from mdvq.callbacks.wandb_review import log_wandb_histogram
 from mdvq.evaluation.metrics import (
     CodeCounts,
@@ -25,6 +19,8 @@ from mdvq.evaluation.metrics import (
     codebook_usage,
     perplexity,
 )
+from mdvq.utils.figures import figure_path, resolve_output_dir, save_and_log_figure, stage_label
+from mdvq.utils.metric_keys import TRAIN_DEAD_CODES
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +189,7 @@ class CodebookMonitor(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         dead = self._dead_codes()
         if dead is not None:
-            log_epoch_value(pl_module, "train/dead_codes", dead)
+            log_epoch_value(pl_module, TRAIN_DEAD_CODES, dead)
 
     def _report(self, stage: str, trainer, pl_module) -> None:
         if self.tracker is None:

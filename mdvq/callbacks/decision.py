@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-from mdvq.callbacks.reporting import resolve_output_dir
+from mdvq.core.summary import RunSummary
 from mdvq.evaluation.decision import (
     DECISION_NAME,
     PSNR_KEY,
@@ -19,7 +19,7 @@ from mdvq.evaluation.decision import (
     format_decision,
     write_decision,
 )
-from mdvq.runs.summary import RunSummary
+from mdvq.utils.figures import resolve_output_dir
 
 log = logging.getLogger(__name__)
 

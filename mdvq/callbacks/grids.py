@@ -9,13 +9,8 @@ import torch
 from lightning.pytorch import Callback
 from matplotlib.figure import Figure
 
-from mdvq.callbacks.reporting import (
-    figure_path,
-    resolve_output_dir,
-    save_and_log_figure,
-    stage_label,
-)
 from mdvq.evaluation.metrics import psnr_per_image
+from mdvq.utils.figures import figure_path, resolve_output_dir, save_and_log_figure, stage_label
 from mdvq.utils.plotting import plot_spectrogram
 
 

@@ -9,6 +9,8 @@ from datetime import timedelta
 
 from lightning.pytorch import Callback
 
+from mdvq.utils.metric_keys import TRAIN_LOSS, VAL_PSNR
+
 
 def format_duration(seconds: float) -> str:
     """`h:mm:ss` of a duration in seconds ("?" when not finite)."""
@@ -48,7 +50,7 @@ class EpochLines(Callback):
         when: "auto" (when stdout is not a terminal), "always" or "never".
     """
 
-    def __init__(self, metrics: list[str] | tuple[str, ...] = ("train/loss", "val/psnr"),
+    def __init__(self, metrics: list[str] | tuple[str, ...] = (TRAIN_LOSS, VAL_PSNR),
                  when: str = "auto"):
         if when not in ("auto", "always", "never"):
             raise ValueError(f"callbacks.epoch_lines.when must be auto, always or never, got {when!r}")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mdvq.core.errors import DataError
 from mdvq.data.dataset import SpectrogramSet
-from mdvq.data.errors import DataError, check_on_error, load_each
+from mdvq.data.on_error import check_on_error, load_each
 from mdvq.data.spectrogram import magnitude_to_unit, resize_spectrogram
 
 log = logging.getLogger(__name__)

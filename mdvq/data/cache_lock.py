@@ -13,6 +13,13 @@ machines by shared filesystems that support flock: NFSv4, Lustre with `-o flock`
 it cannot be taken (no `fcntl`, a filesystem without locks) the build goes ahead unlocked, as
 before: repeated, never corrupt. The `.lock` file is left in place (removing it would let a
 third process lock a new file while the second still holds the old one).
+
+Why not the `filelock` package (checked with filelock 4.3): where `flock` is missing (ENOSYS)
+its `FileLock` switches to a soft lock (a marker file), which a killed job leaves behind and
+which then holds every later build until a timeout; where the filesystem refuses locks (ENOLCK)
+the error propagates; and which of these happens depends on its version (`fallback_to_soft`
+arrived in 3.30). Wrapping it to build unlocked in those cases, as this module does, takes
+about as many lines as the `flock` call itself.
 """
 
 from __future__ import annotations

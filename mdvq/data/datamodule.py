@@ -230,7 +230,7 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         split = cache_key({"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed,
                            "subject_disjoint": subjects is not None, "version": SPLIT_VERSION})
         self.data_key = f"{content}-{self.image_size[0]}x{self.image_size[1]}-split{split}"
-        x = torch.from_numpy(images).mul_(2.0).sub_(1.0)
+        x = torch.from_numpy(images).mul_(2.0).sub_(1.0)  # utils.pixels.to_model, in place
         y = torch.from_numpy(data.labels)
         for name in SPLITS:
             idx = torch.from_numpy(self.split_indices[name])

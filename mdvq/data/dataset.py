@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mdvq.core.errors import DataError
 from mdvq.data.cache_lock import exclusive_build
-from mdvq.data.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ import lightning as L
 import numpy as np
 import torch
 
+from mdvq.core.errors import DataError
 from mdvq.data.cache_lock import exclusive_build
 from mdvq.data.datamodule import SPLITS, SplitLoaders, build_once
 from mdvq.data.dataset import atomic_save_npz, cache_key, verified_arrays
-from mdvq.data.errors import DataError
 
 log = logging.getLogger(__name__)
 

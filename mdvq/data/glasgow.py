@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mdvq.core.errors import DataError
 from mdvq.data.arrays import as_size, resample_axis, stack_examples
 from mdvq.data.clutter import mti_filter
 from mdvq.data.dataset import SpectrogramSet, load_or_build
-from mdvq.data.errors import DataError, check_on_error, load_each
 from mdvq.data.labels_csv import read_label_rows
+from mdvq.data.on_error import check_on_error, load_each
 from mdvq.data.spectrogram import SPEED_OF_LIGHT, STFTConfig, compute_spectrogram
 
 log = logging.getLogger(__name__)

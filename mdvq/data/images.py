@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mdvq.core.errors import DataError
 from mdvq.data.arrays import as_size, stack_examples
 from mdvq.data.dataset import SpectrogramSet
-from mdvq.data.errors import DataError, check_on_error, load_each
-from mdvq.data.spectrogram import to_image_rows
+from mdvq.data.on_error import check_on_error, load_each
+from mdvq.utils.pixels import to_image_rows
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mdvq.core.errors import DataError
 from mdvq.data.arrays import as_size, resample_axis, stack_examples
 from mdvq.data.clutter import remove_static_clutter
 from mdvq.data.dataset import SpectrogramSet, load_or_build
-from mdvq.data.errors import DataError, check_on_error, load_each
 from mdvq.data.labels_csv import read_label_rows
+from mdvq.data.on_error import check_on_error, load_each
 from mdvq.data.spectrogram import STFTConfig, compute_spectrogram
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ PROCESSING_VERSION = 1
 
 RAW_DTYPES = {"float32": "f4", "int16": "i2"}
 BYTE_ORDERS = {"little": "<", "big": ">"}
-KNOWN_EXTENSIONS = (".mat", ".npy", ".npz", ".wav")
 
 
 @dataclass

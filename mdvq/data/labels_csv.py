@@ -6,7 +6,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from mdvq.data.errors import DataError
+from mdvq.core.errors import DataError
 
 
 def read_label_rows(path: Path) -> Iterator[tuple[str, str, str, str | None]]:

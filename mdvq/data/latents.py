@@ -25,7 +25,6 @@ from torch.utils.data import Dataset
 
 from mdvq.data.datamodule import SPLITS
 from mdvq.data.encoded import EncodedDataModule
-from mdvq.models.frozen_klvae import FrozenKLVAE
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,8 @@ class PosteriorLatents(Dataset):
         if self.sample:
             g = torch.Generator().manual_seed(7919 + int(i)) if self.fixed_noise else None
             z = z + self.std[i] * torch.randn(z.shape, generator=g)
-        return FrozenKLVAE.scale(z, self.scaling_factor, self.shift_factor), self.labels[i]
+        # prior space, diffusers convention (as mdvq.models.frozen_klvae.FrozenKLVAE.scale)
+        return (z - self.shift_factor) * self.scaling_factor, self.labels[i]
 
 
 class LatentDataModule(EncodedDataModule):
@@ -65,7 +65,8 @@ class LatentDataModule(EncodedDataModule):
         datamodule: a `SpectrogramDataModule` (or anything with `prepare_data`, `setup`,
             `datasets[split].tensors = (x in [-1,1] (N, C, F, T), y (N,))`, `class_names`,
             `freqs_hz`, `times_s`, `data_key`, `image_size`, `batch_size`).
-        autoencoder: the frozen KL-VAE that encodes the spectrograms.
+        autoencoder: the frozen KL-VAE that encodes the spectrograms
+            (`mdvq.models.frozen_klvae.FrozenKLVAE`: `encode_posterior`, `latent_shape`).
         cache_dir: folder of the latent cache (None: encode in memory every time).
         sample_posterior: train on `z ~ q(z|x)` (True) or on the posterior mean (False).
         scaling_factor: fixed scale (None: `1 / std` of the training latents).
@@ -92,7 +93,7 @@ class LatentDataModule(EncodedDataModule):
     def __init__(
         self,
         datamodule,
-        autoencoder: FrozenKLVAE,
+        autoencoder,
         cache_dir: str | os.PathLike | None = None,
         sample_posterior: bool = True,
         scaling_factor: float | None = None,

@@ -14,6 +14,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mdvq.utils.pixels import to_unit
 from mdvq.utils.plotting import save_figure, spectrogram_grid
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def write_preview(datamodule, path: str | Path, split: str = "train") -> Path:
         hits = np.flatnonzero(y.numpy() == c)
         if len(hits) == 0:
             continue
-        images.append(((x[hits[0]] + 1) / 2).numpy())
+        images.append(to_unit(x[hits[0]]).numpy())
         titles.append(f"{name} ({len(hits)} in {split})")
     fig = spectrogram_grid(images, titles, datamodule.freqs_hz, datamodule.times_s,
                            suptitle=f"{type(datamodule.source).__name__}: one example per class")

@@ -3,7 +3,7 @@
 Conventions (docs/data.md): a spectrogram array is `(F, T)` (or `(C, F, T)`), rows are
 Doppler bins in *ascending* frequency (row 0 = most negative Doppler, zero Doppler in the
 middle), so plotting with `origin="lower"` draws approaching targets (positive Doppler) upward.
-Images written for people put positive Doppler at the top (see `to_image_rows`).
+Images written for people put positive Doppler at the top (see `mdvq.utils.pixels.to_image_rows`).
 """
 
 from __future__ import annotations
@@ -112,11 +112,6 @@ def compute_spectrogram(
 def doppler_to_velocity(freqs_hz: np.ndarray, carrier_hz: float) -> np.ndarray:
     """Doppler frequency [Hz] -> radial velocity [m/s]: `v = f * c / (2 * fc)` (positive approaching)."""
     return np.asarray(freqs_hz) * SPEED_OF_LIGHT / (2.0 * carrier_hz)
-
-
-def to_image_rows(spec: np.ndarray) -> np.ndarray:
-    """Array rows (ascending Doppler) -> image rows (positive Doppler at the top), and back."""
-    return np.flip(spec, axis=-2).copy()
 
 
 def resize_spectrogram(spec: np.ndarray, size: tuple[int, int]) -> np.ndarray:

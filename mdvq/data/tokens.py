@@ -19,7 +19,6 @@ from torch.utils.data import TensorDataset
 
 from mdvq.data.datamodule import SPLITS
 from mdvq.data.encoded import EncodedDataModule
-from mdvq.models.frozen_vqvae import FrozenVQVAE
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,8 @@ class TokenDataModule(EncodedDataModule):
 
     Args:
         datamodule: a `SpectrogramDataModule` (see `EncodedDataModule`).
-        vqvae: the frozen VQ-VAE that encodes the spectrograms.
+        vqvae: the frozen VQ-VAE that encodes the spectrograms
+            (`mdvq.models.frozen_vqvae.FrozenVQVAE`: `encode_indices`, `latent_grid`, `num_codes`).
         cache_dir, batch_size, eval_batch_size, encode_batch_size, device, num_workers,
             shuffle_seed: see `EncodedDataModule`.
 
@@ -49,7 +49,7 @@ class TokenDataModule(EncodedDataModule):
     def __init__(
         self,
         datamodule,
-        vqvae: FrozenVQVAE,
+        vqvae,
         cache_dir: str | os.PathLike | None = None,
         batch_size: int | None = None,
         eval_batch_size: int | None = None,

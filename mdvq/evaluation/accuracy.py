@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mdvq.utils.pixels import to_model
+
 
 @torch.no_grad()
 def predict_proba(
@@ -27,7 +29,7 @@ def predict_proba(
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size].to(device, torch.float32)
         if not model_space:
-            batch = batch * 2.0 - 1.0
+            batch = to_model(batch)
         out.append(torch.softmax(model(batch).float(), dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 

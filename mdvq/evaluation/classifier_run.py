@@ -15,10 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from mdvq.core.artifacts import load_module, resolve_artifact
+from mdvq.core.compose import build, compose_config
 from mdvq.models.classifier import SpectrogramClassifier
-from mdvq.runs.artifacts import load_module, resolve_artifact
-from mdvq.runs.compose import compose_config
-from mdvq.runs.training import build
 
 log = logging.getLogger(__name__)
 

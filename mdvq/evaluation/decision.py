@@ -22,14 +22,14 @@ import math
 import os
 from pathlib import Path
 
-from mdvq.runs.summary import RunSummary
+from mdvq.core.summary import RunSummary
+from mdvq.utils.metric_keys import TEST_CODEBOOK_USAGE, TEST_PSNR
 
 log = logging.getLogger(__name__)
 
-SUMMARY_NAME = "summary.json"
 DECISION_NAME = "decision.json"
-PSNR_KEY = "test/psnr"
-USAGE_KEY = "test/codebook_usage"
+PSNR_KEY = TEST_PSNR
+USAGE_KEY = TEST_CODEBOOK_USAGE
 SELECTIONS_KEY = "test/codebook_selections"
 
 
@@ -37,7 +37,7 @@ def thresholds() -> dict[str, float]:
     """`psnr_margin` and `usage_threshold` from `conf/decision/default.yaml` (the one source)."""
     from omegaconf import OmegaConf
 
-    from mdvq.runs.compose import config_dir
+    from mdvq.core.compose import config_dir
 
     node = OmegaConf.load(config_dir() / "decision" / "default.yaml")
     return {"psnr_margin": float(node.psnr_margin), "usage_threshold": float(node.usage_threshold)}

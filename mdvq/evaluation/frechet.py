@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from mdvq.utils.pixels import to_model
+
 
 class ClassifierFeatures(nn.Module):
     """Feature extractor for torchmetrics' FID: images ``(B, C, F, T)`` in [0, 1] -> ``(B, d)``.
@@ -39,7 +41,7 @@ class ClassifierFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images01: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``(B, d)`` float64 of ``images01`` ``(B, C, F, T)`` in [0, 1]."""
-        return self.model.features(images01.float() * 2.0 - 1.0).double()
+        return self.model.features(to_model(images01.float())).double()
 
 
 def _as_tensor(images) -> torch.Tensor:

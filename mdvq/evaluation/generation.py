@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from mdvq.core.samples import SampleSet, check_compatible
 from mdvq.evaluation.accuracy import (
     conditional_accuracy,
     judge_profile,
@@ -36,7 +37,9 @@ from mdvq.evaluation.accuracy import (
 from mdvq.evaluation.classifier_run import ClassifierRun
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
 from mdvq.evaluation.tstr import train_on_synthetic
-from mdvq.runs.samples import SampleSet, check_compatible
+from mdvq.utils.metric_keys import TEST_ACC
+from mdvq.utils.pixels import to_unit
+from mdvq.utils.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ META_KEYS = ("prior_kind", "steps", "guidance", "seed", "prior", "samples_per_se
 def _split_images01(datamodule, split: str) -> np.ndarray:
     """All images of a real split as float32 ``(N, C, F, T)`` in [0, 1]."""
     x = datamodule.datasets[split].tensors[0]
-    return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).numpy()
+    return to_unit(x.float()).clamp(0.0, 1.0).numpy()
 
 
 def evaluate_generation(
@@ -105,7 +108,7 @@ def evaluate_generation(
             out_dir / "tstr", seed=seed, trainer_overrides=trainer_overrides, device=device)
     tstr_acc = tstr_result["acc"] if tstr_result else None
 
-    summary_acc = ((run.summary or {}).get("metrics") or {}).get("test/acc")
+    summary_acc = ((run.summary or {}).get("metrics") or {}).get(TEST_ACC)
     if summary_acc is not None and not math.isclose(summary_acc, trtr, abs_tol=1e-6):
         log.warning("TRTR accuracy %.4f differs from the run summary's test/acc %.4f", trtr,
                     summary_acc)
@@ -214,25 +217,28 @@ def format_markdown(result: dict) -> str:
     lines = ["# Generation metrics", ""]
     lines.append(f"Samples: `{result['samples']['dir']}` ({c['samples']}); classifier: "
                  f"`{cls['checkpoint']}` (data `{cls['data_key']}`).")
-    lines += ["", "| metric | value | reference |", "|---|---|---|"]
-    lines += [f"| {name} | {_fmt(value)} | {ref} |" for name, value, ref in rows]
+    cells = [[name, _fmt(value), ref] for name, value, ref in rows]
     judge = result.get("judge")
     if judge:  # metrics written before the judge's profile was added have none
         js, jr = judge["samples"], judge["real_test"]
-        lines.append(f"| judge confidence (mean top-1 probability) | "
-                     f"{_fmt(js['mean_confidence'])} | real test {_fmt(jr['mean_confidence'])} |")
-        header = ("| class | asked | conditional accuracy | judge confidence (samples / real test) "
-                  "| share of all votes (samples / real test) |")
-        lines += ["", header, "|---|---|---|---|---|"]
-        lines += [f"| {name} | {cond['counts'][name]} | {_fmt(cond['per_class'][name])} | "
-                  f"{_fmt(js['confidence_per_class'][name], 3)} / "
-                  f"{_fmt(jr['confidence_per_class'][name], 3)} | "
-                  f"{_fmt(js['predicted_share'][name], 3)} / {_fmt(jr['predicted_share'][name], 3)} |"
-                  for name in result["class_names"]]
+        cells.append(["judge confidence (mean top-1 probability)", _fmt(js["mean_confidence"]),
+                      f"real test {_fmt(jr['mean_confidence'])}"])
+    lines += ["", markdown_table(["metric", "value", "reference"], cells), ""]
+    if judge:
+        header = ["class", "asked", "conditional accuracy",
+                  "judge confidence (samples / real test)",
+                  "share of all votes (samples / real test)"]
+        def both(key: str, name: str) -> str:  # samples / real test
+            return f"{_fmt(js[key][name], 3)} / {_fmt(jr[key][name], 3)}"
+
+        per_class = [[name, str(cond["counts"][name]), _fmt(cond["per_class"][name]),
+                      both("confidence_per_class", name), both("predicted_share", name)]
+                     for name in result["class_names"]]
     else:
-        lines += ["", "| class | asked | conditional accuracy |", "|---|---|---|"]
-        lines += [f"| {name} | {cond['counts'][name]} | {_fmt(cond['per_class'][name])} |"
-                  for name in result["class_names"]]
+        header = ["class", "asked", "conditional accuracy"]
+        per_class = [[name, str(cond["counts"][name]), _fmt(cond["per_class"][name])]
+                     for name in result["class_names"]]
+    lines.append(markdown_table(header, per_class))
     lines.append("")
     lines.append(f"Real splits: train {c['real_train']}, val {c['real_val']}, test "
                  f"{c['real_test']}. FD in squared feature units of the classifier's penultimate "

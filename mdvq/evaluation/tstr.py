@@ -21,11 +21,13 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
+from mdvq.core.artifacts import load_checkpoint
+from mdvq.core.compose import build
+from mdvq.core.precision import trainer_precision
 from mdvq.data.datamodule import EpochShuffleSampler
 from mdvq.evaluation.accuracy import loader_accuracy
-from mdvq.runs.artifacts import load_checkpoint
-from mdvq.runs.precision import trainer_precision
-from mdvq.runs.training import build
+from mdvq.utils.metric_keys import VAL_ACC
+from mdvq.utils.pixels import to_model
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class SyntheticTrainData(L.LightningDataModule):
 
     def __init__(self, images01: np.ndarray, labels: np.ndarray, real, batch_size: int, seed: int):
         super().__init__()
-        x = torch.from_numpy(np.asarray(images01, dtype=np.float32)) * 2.0 - 1.0
+        x = to_model(torch.from_numpy(np.asarray(images01, dtype=np.float32)))
         self.train_set = TensorDataset(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
         self.real = real
         self.batch_size = int(batch_size)
@@ -88,7 +90,7 @@ def train_on_synthetic(
     model = build(model_cfg)
     data = SyntheticTrainData(images01, labels, real, real.batch_size, seed)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch_{epoch:03d}",
-                                 monitor="val/acc", mode="max", save_top_k=1,
+                                 monitor=VAL_ACC, mode="max", save_top_k=1,
                                  auto_insert_metric_name=False)
     tcfg = OmegaConf.merge(trainer_cfg, trainer_overrides or {})
     tcfg.default_root_dir = str(out_dir)

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 
 import torch
 
-from mdvq.models.losses import PartialOptimizers, check_finite, reconstruction_terms
+from mdvq.models.losses import check_finite, reconstruction_terms
+from mdvq.models.optim import PartialOptimizers
+from mdvq.utils.pixels import to_unit
 
 NETWORK_KEYS = (
     "in_channels",
@@ -72,6 +74,6 @@ class AutoencoderSteps(PartialOptimizers):
         """``{"loss", "target", "recon"}`` with ``target``/``recon`` ``(B, C, F, T)`` in [0, 1]."""
         return {
             "loss": loss.detach(),
-            "target": ((x.detach() + 1) / 2).float(),
-            "recon": ((recon.detach().float() + 1) / 2).clamp(0, 1),
+            "target": to_unit(x.detach()).float(),
+            "recon": to_unit(recon.detach().float()).clamp(0, 1),
         }

@@ -20,7 +20,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from mdvq.models.config_checks import as_tuple
-from mdvq.models.losses import PartialOptimizers, check_finite
+from mdvq.models.losses import check_finite
+from mdvq.models.optim import PartialOptimizers
 
 STAGES = ("train", "val", "test")
 

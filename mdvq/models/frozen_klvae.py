@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
+from mdvq.core.artifacts import load_frozen
 from mdvq.models.fingerprint import network_fingerprint
-from mdvq.runs.artifacts import load_frozen
 
 KEY = "model.autoencoder"
 """The config key that names the KL-VAE (the default key of every error message)."""
@@ -125,7 +125,7 @@ class FrozenKLVAE(torch.nn.Module):
 def load_frozen_klvae(path: str | Path, key: str = KEY) -> FrozenKLVAE:
     """Load a :class:`FrozenKLVAE` from a KL-VAE run folder, a diffusers ``AutoencoderKL``
     folder or a ``KLVAEModule`` checkpoint (module docstring), through
-    :func:`mdvq.runs.artifacts.resolve_artifact` (checkpoints are opened weights-only).
+    :func:`mdvq.core.artifacts.resolve_artifact` (checkpoints are opened weights-only).
     FileNotFoundError when ``path`` holds none of these; ValueError naming ``key`` when it holds
     another kind of model (a VQ-VAE) or an unreadable file."""
     return load_frozen(path, "klvae", key, FrozenKLVAE, AutoencoderKL, _module_class,

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from diffusers import VQModel
 
+from mdvq.core.artifacts import load_frozen
 from mdvq.models.fingerprint import network_fingerprint
-from mdvq.runs.artifacts import load_frozen
 
 KEY = "model.vqvae"
 """The config key that names the VQ-VAE (the default key of every error message)."""
@@ -108,7 +108,7 @@ class FrozenVQVAE(torch.nn.Module):
 def load_frozen_vqvae(path: str | Path, key: str = KEY) -> FrozenVQVAE:
     """Load a :class:`FrozenVQVAE` from a VQ-VAE run folder, a diffusers ``VQModel`` folder or
     a ``VQVAEModule`` checkpoint (module docstring), through
-    :func:`mdvq.runs.artifacts.resolve_artifact` (checkpoints are opened weights-only).
+    :func:`mdvq.core.artifacts.resolve_artifact` (checkpoints are opened weights-only).
     FileNotFoundError when ``path`` holds none of these; ValueError naming ``key`` when it holds
     another kind of model (a KL-VAE) or an unreadable file."""
     return load_frozen(path, "vqvae", key, FrozenVQVAE, VQModel, _module_class,

@@ -31,8 +31,10 @@ from lightning.pytorch import LightningModule
 
 from mdvq.models.config_checks import as_tuple
 from mdvq.models.frozen_klvae import FrozenKLVAE, klvae_config, load_frozen_klvae
-from mdvq.models.losses import check_finite, configure_optimization
+from mdvq.models.losses import check_finite
+from mdvq.models.optim import configure_optimization
 from mdvq.models.prior import ConditionalPrior, data_info
+from mdvq.utils.pixels import to_unit
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +373,7 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
         self._require_scale()
         z = FrozenKLVAE.unscale(latents.to(self.device).float(), float(self.latent_scale),
                                 float(self.latent_shift))
-        return ((self.autoencoder.decode_latents(z) + 1) / 2).clamp(0, 1)
+        return to_unit(self.autoencoder.decode_latents(z)).clamp(0, 1)
 
     # ----------------------------------------------------------------------------- training
     def _loss(self, z0, labels, t, noise) -> dict:

@@ -4,19 +4,18 @@
   optional spectral term (L1 between log-magnitudes of the 2-D FFT of the [0, 1] images).
 - :func:`check_finite`: turns a NaN/inf loss into a ``FloatingPointError`` naming the step and
   the loss component.
-- :func:`configure_optimization`: builds the optimiser and optional per-step LR schedule from
-  ``functools.partial`` objects (lightning-hydra-template style ``_partial_: true`` configs).
+
+The optimiser and its schedule: :mod:`mdvq.models.optim`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
+
+from mdvq.utils.pixels import to_unit
 
 RECON_LOSSES = ("l1", "l2")
 """Accepted values of ``recon_loss``."""
@@ -72,7 +71,7 @@ def reconstruction_terms(
     terms = {"recon_loss": rec}
     total = rec
     if spectral_weight > 0:
-        spec = spectral_loss((recon + 1) / 2, (target + 1) / 2, spectral_eps)
+        spec = spectral_loss(to_unit(recon), to_unit(target), spectral_eps)
         terms["spectral_loss"] = spec
         total = total + spectral_weight * spec
     return total, terms
@@ -94,59 +93,3 @@ def check_finite(
         f"non-finite loss at {stage} step {step} (batch {batch_idx}): {culprit}; "
         "training stops (summary.json's `checkpoints` names any checkpoint saved before this step)"
     )
-
-
-def default_optimizer() -> functools.partial:
-    """AdamW with lr 1e-3 and no weight decay, as a partial awaiting the parameters."""
-    return functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0)
-
-
-def configure_optimization(
-    params: Iterable[torch.nn.Parameter],
-    optimizer: Callable[..., torch.optim.Optimizer] | None,
-    scheduler: Callable[..., object] | None,
-    total_steps: Callable[[], float],
-) -> dict:
-    """Build Lightning's ``configure_optimizers`` answer from partials.
-
-    ``optimizer(params)`` builds the optimiser (``None``: :func:`default_optimizer`).
-    ``scheduler(optimizer=...)`` builds an LR schedule stepped every optimiser step; when its
-    signature has a ``num_training_steps`` argument that the partial leaves unset (e.g.
-    ``diffusers.optimization.get_cosine_schedule_with_warmup``), it is filled with
-    ``total_steps()`` (the trainer's estimated number of optimiser steps).
-    """
-    opt = (optimizer or default_optimizer())(params)
-    if scheduler is None:
-        return {"optimizer": opt}
-    kwargs = {}
-    given = getattr(scheduler, "keywords", {}) or {}
-    try:
-        names = inspect.signature(scheduler).parameters
-    except (TypeError, ValueError):
-        names = {}
-    if "num_training_steps" in names and "num_training_steps" not in given:
-        steps = total_steps()
-        if not math.isfinite(steps):
-            raise ValueError(
-                "model.scheduler needs num_training_steps: set trainer.max_steps or "
-                "trainer.max_epochs, or model.scheduler.num_training_steps"
-            )
-        kwargs["num_training_steps"] = int(steps)
-    sched = scheduler(optimizer=opt, **kwargs)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-class PartialOptimizers:
-    """LightningModule mixin: ``configure_optimizers`` from ``self.optimizer_factory`` and
-    ``self.scheduler_factory`` (``functools.partial`` objects or None, see
-    :func:`configure_optimization`); the schedule's ``num_training_steps`` defaults to the
-    trainer's estimated optimiser steps."""
-
-    def configure_optimizers(self) -> dict:
-        """Optimiser (and per-step schedule) from the ``optimizer``/``scheduler`` partials."""
-        return configure_optimization(
-            self.parameters(),
-            self.optimizer_factory,
-            self.scheduler_factory,
-            lambda: self.trainer.estimated_stepping_batches,
-        )

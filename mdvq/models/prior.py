@@ -88,7 +88,7 @@ class ConditionalPrior:
         per_class = self.hparams.val_samples_per_class
         if per_class < 1 or not self.trainer.is_global_zero:
             return
-        from mdvq.callbacks.reporting import figure_path, resolve_output_dir, save_and_log_figure
+        from mdvq.utils.figures import figure_path, resolve_output_dir, save_and_log_figure
         from mdvq.utils.plotting import sample_grid_figure
 
         labels = torch.arange(self.num_classes).repeat_interleave(per_class)

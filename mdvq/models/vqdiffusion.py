@@ -37,8 +37,10 @@ from mdvq.models.discrete_diffusion import (
     guided_log_x0,
 )
 from mdvq.models.frozen_vqvae import FrozenVQVAE, load_frozen_vqvae
-from mdvq.models.losses import check_finite, configure_optimization
+from mdvq.models.losses import check_finite
+from mdvq.models.optim import configure_optimization
 from mdvq.models.prior import ConditionalPrior, data_info
+from mdvq.utils.pixels import to_unit
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +248,7 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Spectrograms ``(B, C, F, T)`` in [0, 1] from code maps ``(B, h, w)`` (frozen VQ-VAE)."""
-        return (self.vqvae.decode_indices(codes.to(self.device)) + 1) / 2
+        return to_unit(self.vqvae.decode_indices(codes.to(self.device)))
 
     # ----------------------------------------------------------------------------- training
     def _terms(self, codes, labels, t, weight, generator=None):

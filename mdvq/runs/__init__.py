@@ -1,3 +1,3 @@
-"""Run folders and what is built from configs: the run summary (`summary.py`), the samples
-folder (`samples.py`), training one configured model (`training.py`), composing the configs
-(`compose.py`), multi-stage experiments (`experiments.py`) and sweep tables (`sweeps.py`)."""
+"""Orchestration: training one configured model (`training.py`), multi-stage experiments
+(`experiments.py`), sweep tables (`sweeps.py`), the HTML report (`report.py`) and sampling a
+trained prior (`prior_sampling.py`). The run-folder formats they write live in `mdvq.core`."""

@@ -14,10 +14,12 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mdvq.core.compose import compose_config
+from mdvq.core.summary import RunSummary, free_name
 from mdvq.evaluation.decision import decide_runs, format_decision, write_decision
-from mdvq.runs.compose import compose_config
-from mdvq.runs.summary import RunSummary, free_name
 from mdvq.runs.training import RESUME_FILE, train
+from mdvq.utils.metric_keys import TEST_ACC, TEST_CODEBOOK_USAGE, TEST_PSNR, TEST_SSIM
+from mdvq.utils.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def _resolved(cfg: DictConfig) -> dict:
 
 def _data_key(cfg: DictConfig) -> str | None:
     """The data key (data + split) the config's datamodule gives (loads the cached data)."""
-    from mdvq.runs.training import build
+    from mdvq.core.compose import build
 
     datamodule = build(cfg.data.datamodule)
     datamodule.setup("fit")
@@ -176,11 +178,11 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     the same data key) is reused, so a second call continues from the first unfinished stage.
     A failing stage raises `StageFailed` naming it.
     """
+    from mdvq.core.samples import load_samples, write_samples
     from mdvq.evaluation.classifier_run import load_classifier_run
     from mdvq.evaluation.decision import decide_runs, write_decision
     from mdvq.evaluation.generation import evaluate_generation
-    from mdvq.runs.samples import load_samples, write_samples
-    from mdvq.runs.sampling import load_prior, sample_prior
+    from mdvq.runs.prior_sampling import load_prior, sample_prior
 
     out_dir = Path(cfg.paths.output_dir)
     settings = cfg.routes
@@ -259,9 +261,9 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> di
             "route": route,
             "autoencoder": ae_stage,
             "prior": prior_stage,
-            "test_psnr_db": ae.get("test/psnr"),
-            "test_ssim": ae.get("test/ssim"),
-            "codebook_usage": ae.get("test/codebook_usage") if route == "vq" else None,
+            "test_psnr_db": ae.get(TEST_PSNR),
+            "test_ssim": ae.get(TEST_SSIM),
+            "codebook_usage": ae.get(TEST_CODEBOOK_USAGE) if route == "vq" else None,
             "conditional_accuracy": gen.get("conditional_accuracy"),
             "fd_samples_test": gen.get("fd_samples_test"),
             "fd_floor": gen.get("fd_train_test_floor"),
@@ -282,7 +284,7 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> di
         "decision": {k: decision.get(k) for k in ("verdict", "psnr_vq", "psnr_kl", "usage_vq",
                                                   "psnr_required", "usage_comparable",
                                                   "reasons")},
-        "classifier": {"test_acc": stages["classifier"]["metrics"].get("test/acc"),
+        "classifier": {"test_acc": stages["classifier"]["metrics"].get(TEST_ACC),
                        "wall_s": stages["classifier"].get("wall_time_s")},
         "data_key": stages["klvae"].get("data_key"),
         "stages": {name: {"dir": name, "reused": s.get("reused"), "status": s.get("status")}
@@ -308,12 +310,10 @@ def routes_markdown(table: dict) -> str:
             ("samples/s", "samples_per_second", 2), ("steps", "sampling_steps", None),
             ("AE params", "autoencoder_parameters", None), ("prior params", "prior_parameters", None),
             ("AE wall [s]", "autoencoder_wall_s", 0), ("prior wall [s]", "prior_wall_s", 0)]
+    cells = [[_fmt(row.get(k), d) if d is not None else _fmt(row.get(k)) for _, k, d in cols]
+             for row in table["rows"]]
     lines = ["# Routes: KL-VAE + latent diffusion vs VQ-VAE + VQ-Diffusion", "",
-             "| " + " | ".join(c for c, _, _ in cols) + " |",
-             "|" + "---|" * len(cols)]
-    for row in table["rows"]:
-        lines.append("| " + " | ".join(_fmt(row.get(k), d) if d is not None else _fmt(row.get(k))
-                                       for _, k, d in cols) + " |")
+             markdown_table([c for c, _, _ in cols], cells)]
     d = table["decision"]
     lines += ["", f"Phase-1 rule (reconstruction only): **{d['verdict']}**"]
     lines += [f"- {r}" for r in d.get("reasons") or []]

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mdvq.data.errors import DataError
-from mdvq.runs.summary import RunSummary, find_runs
+from mdvq.core.errors import DataError
+from mdvq.core.summary import RunSummary, find_runs
+from mdvq.utils import metric_keys
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ HIGHLIGHTS = [("model.num_vq_embeddings", "K"), ("model.commitment_cost", "commi
               ("trainer.max_epochs", "max epochs"), ("data.datamodule.batch_size", "batch size"),
               ("data.image_size", "image size (F, T)"), ("seed", "seed")]
 #: metrics plotted as learning curves when logged (PSNR in dB, usage a fraction of K).
-CURVES = [("loss", ["train/loss_epoch", "train/loss", "val/loss"]),
-          ("PSNR [dB]", ["val/psnr"]),
-          ("codebook usage (fraction of K)", ["val/codebook_usage"]),
-          ("variational bound [nats/token]", ["val/vb"]),
-          ("accuracy", ["val/acc"])]
+CURVES = [("loss", [metric_keys.TRAIN_LOSS_EPOCH, metric_keys.TRAIN_LOSS, "val/loss"]),
+          ("PSNR [dB]", [metric_keys.VAL_PSNR]),
+          ("codebook usage (fraction of K)", [metric_keys.VAL_CODEBOOK_USAGE]),
+          ("variational bound [nats/token]", [metric_keys.VAL_VB]),
+          ("accuracy", [metric_keys.VAL_ACC])]
 #: figure kinds of `figures/` shown per run, newest validation epoch and the test figure.
 FIGURES = [("spectrograms", "reconstructions"), ("samples", "samples"),
            ("codebook", "codebook usage")]
@@ -246,8 +247,8 @@ def run_section(run: RunSummary, label: str) -> str:
 
 def runs_table(runs: Sequence[RunSummary], labels: dict) -> str:
     """One row per run: model, status, the main test metrics and the data key."""
-    keys = ["test/psnr", "test/ssim", "test/codebook_usage", "test/perplexity", "test/vb",
-            "test/acc"]
+    keys = [metric_keys.TEST_PSNR, metric_keys.TEST_SSIM, metric_keys.TEST_CODEBOOK_USAGE,
+            "test/perplexity", "test/vb", metric_keys.TEST_ACC]
     keys = [k for k in keys if any(k in r.metrics for r in runs)]
     rows = [(labels[r.run_dir], r.model, r.status, *(r.metrics.get(k) for k in keys), r.data_key)
             for r in runs]
@@ -309,7 +310,7 @@ def evaluation_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
 
 def samples_section(directory: Path, label: str) -> str:
     """A samples folder: its grid (one row per class) and the sampler settings."""
-    from mdvq.runs.samples import load_samples
+    from mdvq.core.samples import load_samples
 
     samples = load_samples(directory)
     settings = [(k, samples.meta.get(k)) for k in ("steps", "guidance", "seed", "prior_kind")

@@ -24,8 +24,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import yaml
 
-from mdvq.data.errors import DataError
-from mdvq.runs.summary import RunSummary
+from mdvq.core.errors import DataError
+from mdvq.core.summary import RunSummary
+from mdvq.utils.metric_keys import TEST_PSNR
+from mdvq.utils.tables import markdown_table
 
 SUMMARY = "summary.json"
 #: metric columns, as (column, metric name without the split prefix); PSNR in dB, SSIM, usage
@@ -132,7 +134,7 @@ def value_of(row: dict, key: str):
     return row.get(key)
 
 
-def rank(rows: list[dict], key: str = "test/psnr", descending: bool | None = None) -> list[dict]:
+def rank(rows: list[dict], key: str = TEST_PSNR, descending: bool | None = None) -> list[dict]:
     """Rows sorted by `key` (a metric name or a column) with `rank` (1 = best) and `objective`
     set; failed or missing jobs and rows without a finite value come last, unranked.
 
@@ -174,20 +176,18 @@ def _fmt(value, digits: int | None = None) -> str:
     return str(value)
 
 
-def to_markdown(rows: list[dict], key: str = "test/psnr", split: str = "test",
+def to_markdown(rows: list[dict], key: str = TEST_PSNR, split: str = "test",
                 min_usage: float = 0.8) -> str:
     """The ranked markdown table (rows from `rank`), then the failed/missing jobs with errors."""
     head = ["rank", "job", "model", "K", "commitment", "technique", f"{split} PSNR [dB]",
             f"{split} SSIM", f"{split} usage", f"{split} perplexity", f"{split} dead codes",
             f"usage > {min_usage:g}", "wall time [s]", "status"]
-    lines = [f"Jobs ranked by `{key}` ({len(rows)} jobs).", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        cells = [r.get("rank"), r["job"], r["model"], r["K"], _fmt(r["commitment_cost"], 3),
-                 r["technique"], _fmt(r["psnr_db"], 2), _fmt(r["ssim"], 3), _fmt(r["usage"], 3),
-                 _fmt(r["perplexity"], 1), _fmt(r["dead_codes"], 0), r["usage_ok"],
-                 _fmt(r["wall_time_s"], 1), r["status"]]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    cells = [[_fmt(c) for c in (
+        r.get("rank"), r["job"], r["model"], r["K"], _fmt(r["commitment_cost"], 3),
+        r["technique"], _fmt(r["psnr_db"], 2), _fmt(r["ssim"], 3), _fmt(r["usage"], 3),
+        _fmt(r["perplexity"], 1), _fmt(r["dead_codes"], 0), r["usage_ok"],
+        _fmt(r["wall_time_s"], 1), r["status"])] for r in rows]
+    lines = [f"Jobs ranked by `{key}` ({len(rows)} jobs).", "", markdown_table(head, cells)]
     failed = [r for r in rows if r["status"] != "finished"]
     if failed:
         lines += ["", f"Failed or missing jobs ({len(failed)}):", ""]
@@ -203,7 +203,7 @@ def to_markdown(rows: list[dict], key: str = "test/psnr", split: str = "test",
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: list[dict], out_dir: str | Path, key: str = "test/psnr",
+def write_table(rows: list[dict], out_dir: str | Path, key: str = TEST_PSNR,
                 split: str = "test", min_usage: float = 0.8) -> tuple[Path, Path]:
     """Write `sweep.md` (from `to_markdown`) and `sweep.csv` (every `COLUMNS` field, full
     precision) into `out_dir`; returns both paths."""
@@ -279,7 +279,7 @@ def plot(rows: list[dict], path: str | Path, split: str = "test", min_usage: flo
     return path
 
 
-def summarise(sweep_dir: str | Path, out_dir: str | Path | None = None, key: str = "test/psnr",
+def summarise(sweep_dir: str | Path, out_dir: str | Path | None = None, key: str = TEST_PSNR,
               split: str | None = None, descending: bool | None = None,
               min_usage: float = 0.8) -> tuple[list[dict], str]:
     """collect_runs + rank + write_table + plot; returns the ranked rows and the markdown.

@@ -4,7 +4,7 @@
 and routes experiments, the TSTR classifier, ...): it builds the datamodule, model, callbacks,
 loggers and trainer from a composed config with Hydra's `instantiate`, fits, tests the best
 checkpoint, exports the model in diffusers' format and writes the run summary
-(`mdvq.runs.summary.RunSummary`).
+(`mdvq.core.summary.RunSummary`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -26,9 +25,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mdvq.callbacks.csv_log import KeepCSVColumns
 from mdvq.callbacks.process_group import ReleaseProcessGroup
-from mdvq.data.errors import DataError
-from mdvq.runs.artifacts import SAFE, checkpoint_problem, load_checkpoint
-from mdvq.runs.precision import trainer_precision
+from mdvq.core.artifacts import SAFE, checkpoint_problem, load_checkpoint
+from mdvq.core.compose import build, instantiate_collection
+from mdvq.core.errors import DataError
+from mdvq.core.precision import trainer_precision
+from mdvq.core.summary import RunSummary
 from mdvq.runs.signals import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
@@ -37,30 +38,9 @@ from mdvq.runs.signals import (
     signal_name,
     sigterm_guard,
 )
-from mdvq.runs.summary import RunSummary
 from mdvq.utils.loggers import close_loggers
 
 log = logging.getLogger(__name__)
-
-
-def build(node: DictConfig, **kwargs):
-    """`hydra.utils.instantiate`, re-raising a configuration error (ValueError, TypeError) as
-    itself rather than wrapped in Hydra's InstantiationException, so the message naming the
-    offending key is the one the user sees."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
-            raise cause from None
-        raise
-
-
-def instantiate_collection(cfg: DictConfig | None) -> list:
-    """Instantiate every entry with a `_target_` in a group such as `callbacks` or `logger`."""
-    if not cfg:
-        return []
-    return [build(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
 def train(cfg: DictConfig) -> dict:
@@ -260,7 +240,7 @@ def check_checkpoint(path: str | Path, key: str = "ckpt_path") -> Path:
     torch's own errors for a corrupt or truncated file name no file and suggest
     `weights_only=False` (loading untrusted code); this raises FileNotFoundError or DataError
     naming the config `key`, the file and what is wrong, and ValueError when the file holds
-    pickled objects beyond tensors and plain data (`mdvq.runs.artifacts.load_checkpoint`: it is
+    pickled objects beyond tensors and plain data (`mdvq.core.artifacts.load_checkpoint`: it is
     never unpickled). Reads the whole file (the zip archive's CRC check, then a weights-only
     load). Returns the path.
     """

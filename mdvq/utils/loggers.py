@@ -8,6 +8,8 @@ import netrc
 import os
 from pathlib import Path
 
+from mdvq.utils import metric_keys
+
 log = logging.getLogger(__name__)
 
 #: W&B `job_type` of each model kind (`model_kind` of the LightningModule).
@@ -16,11 +18,13 @@ JOB_TYPES = {"vqvae": "autoencoder", "klvae": "autoencoder", "vqdiffusion": "pri
 #: Short names of swept keys in run names: `model.num_vq_embeddings=1024` -> `K=1024`.
 SHORT_KEYS = {"num_vq_embeddings": "K", "commitment_cost": "commitment", "model/codebook": "codebook"}
 #: Epoch-level metrics plotted against `epoch` (W&B `define_metric` step metric).
-EPOCH_METRICS = ("val/*", "test/*", "train/dead_codes", "train/loss_epoch", "lr-*")
+EPOCH_METRICS = ("val/*", "test/*", metric_keys.TRAIN_DEAD_CODES, metric_keys.TRAIN_LOSS_EPOCH,
+                 "lr-*")
 #: Summary of the keys a dashboard sorts on: the best PSNR (dB, higher is better), the lowest
 #: variational bound (nats per token), the best accuracy; usage and perplexity keep their last value.
-SUMMARIES = {"val/psnr": "max", "val/ssim": "max", "val/vb": "min", "val/acc": "max",
-             "val/codebook_usage": "last", "val/perplexity": "last"}
+SUMMARIES = {metric_keys.VAL_PSNR: "max", "val/ssim": "max", metric_keys.VAL_VB: "min",
+             metric_keys.VAL_ACC: "max", metric_keys.VAL_CODEBOOK_USAGE: "last",
+             "val/perplexity": "last"}
 
 
 def wandb_account_configured() -> bool:
@@ -234,7 +238,7 @@ def wandb_samples_table(images, asked, predicted, confidence, class_names):
     import numpy as np
     import wandb
 
-    from mdvq.data.spectrogram import to_image_rows
+    from mdvq.utils.pixels import to_pixels
 
     images = np.asarray(images)
     if images.ndim != 4 or not (len(images) == len(asked) == len(predicted) == len(confidence)):
@@ -243,8 +247,7 @@ def wandb_samples_table(images, asked, predicted, confidence, class_names):
                          f"{len(predicted)}, {len(confidence)}")
     table = wandb.Table(columns=["image", "asked", "classified", "confidence", "correct"])
     for img, a, p, c in zip(images, asked, predicted, confidence):
-        pixels = np.round(to_image_rows(img[0]) * 255).astype(np.uint8)
-        table.add_data(wandb.Image(pixels), class_names[int(a)], class_names[int(p)], float(c),
+        table.add_data(wandb.Image(to_pixels(img[0])), class_names[int(a)], class_names[int(p)], float(c),
                        int(a) == int(p))
     return table
 
@@ -270,27 +273,3 @@ def log_review_run(save_dir: str | os.PathLike, name: str, job_type: str, tables
     finally:
         run.finish()
     return Path(run.dir).parent
-
-
-def log_evaluation(model, samples, result: dict, out_dir: str | os.PathLike,
-                   batch_size: int = 256, device: str = "cpu", offline: bool | None = None) -> Path:
-    """The W&B run of a generation evaluation (job_type "evaluation"): the metrics of
-    `result` (from `mdvq.evaluation.generation.evaluate_generation`) as its summary and a table
-    of the `samples` (a SampleSet) with the classifier `model`'s class and confidence
-    (softmax probability of its top class). Returns the run's folder."""
-    import numpy as np
-    import torch
-
-    model = model.eval().to(device)
-    probs = []
-    with torch.no_grad():
-        for start in range(0, len(samples.images), batch_size):
-            x = torch.from_numpy(samples.images[start:start + batch_size]).to(device) * 2 - 1
-            probs.append(torch.softmax(model(x).float(), dim=-1).cpu().numpy())
-    probs = np.concatenate(probs)
-    table = wandb_samples_table(samples.images, samples.labels, probs.argmax(1), probs.max(1),
-                                samples.class_names)
-    metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, (int, float))}
-    return log_review_run(out_dir, name=f"evaluation {Path(samples.directory).name}",
-                          job_type="evaluation", tables={"samples": table}, summary=metrics,
-                          offline=offline)

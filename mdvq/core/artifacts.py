@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from mdvq.data.errors import DataError
-from mdvq.runs.summary import RunSummary
+from mdvq.core.errors import DataError
+from mdvq.core.summary import RunSummary
 
 log = logging.getLogger(__name__)
 

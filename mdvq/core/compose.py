@@ -1,4 +1,5 @@
-"""Where the project's Hydra configs are, and composing them outside `python -m mdvq.run`.
+"""Where the project's Hydra configs are, composing them outside `python -m mdvq.run`, and
+building objects from a composed config (`build`, `instantiate_collection`).
 
 The configs live in the repository's top-level `conf/`; an installed package (`pip install .`)
 carries the same files as `mdvq/conf/` (setuptools' package-dir mapping in pyproject.toml), so
@@ -53,3 +54,26 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides),
                        return_hydra_config=return_hydra_config)
+
+
+def build(node: DictConfig, **kwargs):
+    """`hydra.utils.instantiate`, re-raising a configuration error (ValueError, TypeError) as
+    itself rather than wrapped in Hydra's InstantiationException, so the message naming the
+    offending key is the one the user sees."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
+            raise cause from None
+        raise
+
+
+def instantiate_collection(cfg: DictConfig | None) -> list:
+    """Instantiate every entry with a `_target_` in a group such as `callbacks` or `logger`."""
+    if not cfg:
+        return []
+    return [build(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]

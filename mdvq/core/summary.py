@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from mdvq.data.errors import DataError
+from mdvq.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,10 @@ class RunSummary:
 
     @property
     def config(self) -> dict:
-        """The run's resolved config ({} when absent)."""
+        """The run's resolved config ({} when absent), with class paths of earlier versions
+        (`LEGACY_TARGETS`) renamed to today's, so an old run folder still rebuilds its data."""
         config = self.data.get("config")
-        return config if isinstance(config, dict) else {}
+        return _renamed_targets(config) if isinstance(config, dict) else {}
 
     @property
     def finished_at(self) -> datetime:
@@ -282,6 +283,25 @@ class RunSummary:
             tmp.unlink(missing_ok=True)
             raise
         return self.path
+
+
+LEGACY_TARGETS = {
+    "mdvq.data.formats.GlasgowSource": "mdvq.data.glasgow.GlasgowSource",
+    "mdvq.data.formats.IQSource": "mdvq.data.iq.IQSource",
+    "mdvq.data.formats.ImageFolderSource": "mdvq.data.images.ImageFolderSource",
+    "mdvq.data.formats.ArraySource": "mdvq.data.arrays.ArraySource",
+}
+"""`_target_` class paths recorded by earlier versions -> where the class lives now."""
+
+
+def _renamed_targets(node):
+    """A copy of `node` (nested dicts/lists) with every legacy `_target_` renamed."""
+    if isinstance(node, dict):
+        return {k: (LEGACY_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str)
+                    else _renamed_targets(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_renamed_targets(v) for v in node]
+    return node
 
 
 def free_name(path: Path, suffix: str) -> Path:

@@ -6,7 +6,7 @@ Two priors share one interface (``generate(labels, steps, guidance, generator, s
 (``model_kind = "vqdiffusion"``) and the latent-diffusion prior on KL-VAE latents
 (``"latentdiffusion"``). ``load_prior`` reads either from a run folder, a Lightning checkpoint
 or (latent diffusion) an exported pipeline folder; ``sample_prior`` draws and times samples;
-``mdvq.runs.samples.write_samples`` writes them.
+``mdvq.core.samples.write_samples`` writes them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdvq.runs.artifacts import load_module, resolve_artifact
+from mdvq.core.artifacts import load_module, resolve_artifact
 
 PRIOR_KINDS = ("vqdiffusion", "latentdiffusion")
 
@@ -52,7 +52,7 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu", key: str = 
 
     ``path``: a prior run folder (its best checkpoint, else ``last.ckpt``), a ``.ckpt`` of
     either prior, or an exported latent-diffusion folder (``unet/``, ``scheduler/``, ``vae/``),
-    resolved by :func:`mdvq.runs.artifacts.resolve_artifact` (checkpoints are opened
+    resolved by :func:`mdvq.core.artifacts.resolve_artifact` (checkpoints are opened
     weights-only). Raises FileNotFoundError / ValueError naming ``key`` and ``path``.
     """
     artifact = resolve_artifact(path, PRIOR_KINDS, key)

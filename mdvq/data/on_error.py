@@ -1,11 +1,12 @@
-"""Errors raised for bad input data, and the skip-or-raise policy for them."""
+"""The skip-or-raise policy (`data.on_error`) for bad input data (`mdvq.core.errors.DataError`)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from typing import TypeVar
+
+from mdvq.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -13,15 +14,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 ON_ERROR_CHOICES = ("raise", "skip")
-
-
-class DataError(ValueError):
-    """A data file or array that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike | None, problem: str):
-        self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
 def check_on_error(on_error: str) -> str:

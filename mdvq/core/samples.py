@@ -130,7 +130,7 @@ def _safe(name: str) -> str:
 def _write_pictures(directory: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
     from PIL import Image
 
-    from mdvq.data.spectrogram import to_image_rows
+    from mdvq.utils.pixels import to_pixels
     from mdvq.utils.plotting import sample_grid_figure, save_figure
 
     names = [str(c) for c in meta["class_names"]]
@@ -138,8 +138,7 @@ def _write_pictures(directory: Path, images: np.ndarray, labels: np.ndarray, met
     counts: dict[int, int] = {}
     for img, c in zip(images, labels.tolist()):
         i = counts[c] = counts.get(c, -1) + 1
-        pixels = np.round(to_image_rows(img[0]) * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(directory / "png" / f"{_safe(names[c])}_{i}.png")
+        Image.fromarray(to_pixels(img[0])).save(directory / "png" / f"{_safe(names[c])}_{i}.png")
     per_row = min(max(counts.values(), default=0) + 1, GRID_PER_CLASS)
     # the grid shows the first GRID_PER_CLASS of each class (thousands of panels take minutes)
     shown = np.concatenate([np.flatnonzero(labels == c)[:per_row] for c in sorted(counts)])
