@@ -296,3 +296,59 @@ def test_recordings_at_different_rates_are_refused_or_resampled(tmp_path):
     for c in range(3):  # the 100 Hz tone lands at 100 Hz whatever the recorded rate
         mean = data.images[data.labels == c, 0].mean(axis=(0, 2))
         assert abs(data.freqs_hz[np.argmax(mean)] - 100.0) < 2 * BIN_HZ
+
+
+@pytest.mark.parametrize("fs, window_s, hop_s, resolution_hz, samples", [
+    (1000.0, 0.128, 0.016, 3.90625, {"nperseg": 128, "noverlap": 112, "nfft": 256}),
+    (5000.0, 0.064, 0.008, 5.0, {"nperseg": 320, "noverlap": 280, "nfft": 1024}),
+])
+def test_stft_in_physical_units_equals_the_sample_settings(tmp_path, fs, window_s, hop_s,
+                                                           resolution_hz, samples):
+    t = np.arange(int(3.0 * fs)) / fs
+    (tmp_path / "walk").mkdir()
+    np.save(tmp_path / "walk" / "rec.npy", np.exp(2j * np.pi * 150.0 * t) + 2.0)
+    by_samples = source(tmp_path, sample_rate_hz=fs, stft={"window": "hann", **samples}).load()
+    physical = source(tmp_path, sample_rate_hz=fs, stft={"window": "hann"},
+                      stft_window_s=window_s, stft_hop_s=hop_s,
+                      doppler_resolution_hz=resolution_hz)
+    assert physical.derived(fs)["resolution_hz"] == pytest.approx(fs / samples["nfft"])
+    by_units = physical.load()
+    np.testing.assert_array_equal(by_units.images, by_samples.images)
+    np.testing.assert_allclose(by_units.freqs_hz, by_samples.freqs_hz)
+    np.testing.assert_allclose(by_units.times_s, by_samples.times_s)
+    # the rate may come from the file: the STFT is resolved per recording
+    np.savez(tmp_path / "walk" / "rec.npz", iq=np.exp(2j * np.pi * 150.0 * t) + 2.0, fs=fs)
+    (tmp_path / "walk" / "rec.npy").unlink()
+    from_file = source(tmp_path, stft={"window": "hann"}, stft_window_s=window_s,
+                       stft_hop_s=hop_s, doppler_resolution_hz=resolution_hz).load()
+    np.testing.assert_array_equal(from_file.images, by_samples.images)
+
+
+def test_stft_quantity_in_both_units_names_both_keys(tmp_path):
+    with pytest.raises(ValueError, match=r"data\.stft_window_s=0\.1 and data\.nperseg=128"):
+        source(tmp_path, sample_rate_hz=FS, stft_window_s=0.1)
+    with pytest.raises(ValueError, match=r"data\.doppler_resolution_hz=2\.0 and data\.nfft=256"):
+        source(tmp_path, stft={**STFT, "nperseg": None}, doppler_resolution_hz=2.0)
+    with pytest.raises(ValueError, match=r"data\.stft_hop_s=0\.5 s is 500 samples.*128"):
+        source(tmp_path, sample_rate_hz=FS, stft={"nperseg": 128}, stft_hop_s=0.5)
+
+
+def test_user_keys_sit_at_the_top_of_the_iq_config(tmp_path):
+    from mdvq.core.compose import build, compose_config
+    from mdvq.data.spectrogram import STFTConfig
+
+    recorded_set(tmp_path / "rec", n_classes=3, per_class=3)
+    base = ["data=iq", f"data.root={tmp_path / 'rec'}", "data.sample_rate_hz=1000",
+            "data.window_s=1.0", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.output_dir={tmp_path / 'out'}", "data.image_size=[32,16]"]
+    cfg = compose_config([*base, "data.max_doppler_hz=250", "data.dynamic_range_db=40",
+                          "data.mti_order=4"])
+    src = build(cfg.data.datamodule.source)
+    # the defaults in seconds and Hz are today's samples at 1 kHz
+    assert src.stft == STFTConfig("hann", 128, 112, 256, 40.0, 250.0) and src.mti_order == 4
+    cfg = compose_config([*base, "data.stft_window_s=null", "data.stft_hop_s=null",
+                          "data.doppler_resolution_hz=null", "data.nperseg=64",
+                          "data.noverlap=48", "data.nfft=128"])
+    assert build(cfg.data.datamodule.source).stft == STFTConfig("hann", 64, 48, 128)
+    with pytest.raises(ValueError, match=r"data\.stft_window_s=0\.128 and data\.nperseg=64"):
+        build(compose_config([*base, "data.nperseg=64"]).data.datamodule.source)
