@@ -73,5 +73,23 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     return objective(train(cfg), cfg.get("optimized_metric"))
 
 
+def cli() -> None:
+    """`python -m mdvq.run ...`: Hydra's entry, and when composing fails on an unknown
+    `data.<key>` (Hydra: "Key '<key>' is not in struct"), a hint on stderr naming where that key
+    lives in the chosen data config (`mdvq.core.compose.unknown_key_hint`)."""
+    import sys
+
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            from mdvq.core.compose import unknown_key_hint
+
+            hint = unknown_key_hint([a for a in sys.argv[1:] if not a.startswith("-")])
+            if hint:
+                print(hint, file=sys.stderr)
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -161,6 +161,23 @@ def test_preview_command_writes_png(tmp_path, data_cache):
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_unknown_data_key_names_the_path_where_it_lives(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException,
+                       match=r"(?s)not in struct.*data\.max_doppler_hz is not a key of data=radar.*"
+                             r"lives at data\.datamodule\.source\.stft\.max_doppler_hz: give "
+                             r"data\.datamodule\.source\.stft\.max_doppler_hz=1250"):
+        compose_config(["data=radar", "data.max_doppler_hz=1250"])
+    with pytest.raises(ConfigCompositionException, match=r"no key 'nonsense' anywhere under data"):
+        compose_config(["data=radar", "data.nonsense=1"])
+    # the command line prints the same hint after Hydra's own error
+    done = run_cli(["mdvq.run", "data=radar", "data.max_doppler_hz=1250",
+                    f"paths.output_root={tmp_path}"], cwd=tmp_path, timeout=120)
+    assert done.returncode != 0 and "not in struct" in done.stderr
+    assert "it lives at data.datamodule.source.stft.max_doppler_hz" in done.stderr
+
+
 def test_phase1_experiment_writes_the_decision(tmp_path, data_cache):
     # the common tiny-model overrides apply to both models; K stays at its default
     overrides = [o for o in tiny_overrides(tmp_path, model="klvae", data_cache=data_cache)
