@@ -352,3 +352,31 @@ def test_user_keys_sit_at_the_top_of_the_iq_config(tmp_path):
     assert build(cfg.data.datamodule.source).stft == STFTConfig("hann", 64, 48, 128)
     with pytest.raises(ValueError, match=r"data\.stft_window_s=0\.128 and data\.nperseg=64"):
         build(compose_config([*base, "data.nperseg=64"]).data.datamodule.source)
+
+
+def test_the_split_by_recording_is_logged_and_described(tmp_path, caplog):
+    recorded_set(tmp_path, n_classes=2, per_class=3)
+    dm = SpectrogramDataModule(source(tmp_path, sample_rate_hz=FS), image_size=(32, 16))
+    with caplog.at_level(logging.INFO, logger="mdvq.data.datamodule"):
+        dm.setup()
+    split = dm.describe()["split"]
+    assert split["by"] == "recording"
+    assert split["groups"] == {s: {"class0": 1, "class1": 1} for s in ("train", "val", "test")}
+    assert split["windows"]["train"] == {"class0": 5, "class1": 5}  # 3 s, 1 s windows every 0.5 s
+    named = [f for s in ("train", "val", "test") for f in split["manifest"][s]["class0"]]
+    assert sorted(named) == ["class0/rec0.npy", "class0/rec1.npy", "class0/rec2.npy"]
+    assert split["single"] == {s: ["class0", "class1"] for s in ("train", "val", "test")}
+    assert "split by recording (recording-disjoint" in caplog.text
+    assert f"test: class0: 1 recording [{split['manifest']['test']['class0'][0]}], 5 windows" \
+        in caplog.text
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("the test split holds a single recording of class(es) class0, class1" in m
+               for m in warned), warned
+    # with more recordings no split of this size is single: no warning for the training split
+    recorded_set(tmp_path / "more", n_classes=2, per_class=8)
+    caplog.clear()
+    dm = SpectrogramDataModule(source(tmp_path / "more", sample_rate_hz=FS), image_size=(32, 16))
+    with caplog.at_level(logging.INFO, logger="mdvq.data.datamodule"):
+        dm.setup()
+    assert "train" not in dm.describe()["split"]["single"]
+    assert not any("the train split holds" in r.getMessage() for r in caplog.records)
