@@ -380,3 +380,49 @@ def test_the_split_by_recording_is_logged_and_described(tmp_path, caplog):
         dm.setup()
     assert "train" not in dm.describe()["split"]["single"]
     assert not any("the train split holds" in r.getMessage() for r in caplog.records)
+
+
+def test_inspect_and_preview_name_the_derived_settings(tmp_path, capsys):
+    from mdvq.core.compose import build, compose_config
+    from mdvq.data.preview import write_preview
+    from mdvq.run import inspect
+
+    recorded_set(tmp_path / "rec", n_classes=3, per_class=3)  # 3 s tones at 1 kHz
+    overrides = ["data=iq", f"data.root={tmp_path / 'rec'}", "data.sample_rate_hz=1000",
+                 "data.window_s=1.0", "data.hop_s=0.5", "data.image_size=[32,16]",
+                 f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'out'}"]
+    cfg = compose_config(["task=inspect", *overrides])
+    info = inspect(cfg, overrides)
+    text = capsys.readouterr().out
+    # by hand: fs / nfft = 1000 / 256 Hz; hop 0.016 s = 16 samples; +-fs/2; 3 s recordings cut
+    # into 1 s windows every 0.5 s = 5 windows, covering 3 s each
+    assert "frequency resolution 3.90625 Hz (fs / nfft = 1000 / 256)" in text
+    assert "time step 0.016 s ((nperseg - noverlap) / fs = (128 - 112) / 1000)" in text
+    assert "Doppler span +-500 Hz" in text
+    assert "class1: 3 recordings, 15 windows, 9 s" in text
+    assert "recording-disjoint split: yes" in text and "split by recording:" in text
+    assert "optimiser steps per epoch: 1 (15 training windows / batch 32)" in text
+    min_steps = cfg.callbacks.training_budget.min_steps
+    assert info["stages"]["klvae"]["min_steps"] == min_steps
+    assert f"klvae: batch 32, 1 steps/epoch, max_epochs 8, budget {min_steps} steps" in text
+    assert (tmp_path / "out" / "inspect.json").exists()
+    # too few recordings for three splits: still inspected, and the verdict says so
+    for r in range(3):
+        (tmp_path / "rec" / "class2" / f"rec{r}.npy").unlink(missing_ok=r == 2)
+    write(tmp_path / "rec" / "class2" / "rec0", "npy_complex", tone(10.0, 3.0))
+    info = inspect(compose_config(["task=inspect", *overrides]), overrides)
+    assert info["recording_disjoint"]["too_few"] == ["class2"]
+    assert "recording-disjoint split: NO" in capsys.readouterr().out
+    # the preview prints the same settings beside its picture, at 5 kHz too
+    t = np.arange(3 * 5000) / 5000.0
+    for c in range(2):
+        (tmp_path / "rec5" / f"class{c}").mkdir(parents=True)
+        for r in range(3):
+            np.save(tmp_path / "rec5" / f"class{c}" / f"rec{r}.npy",
+                    np.exp(2j * np.pi * (300.0 + 100 * c) * t) + 2.0)
+    dm = build(compose_config(["data=iq", f"data.root={tmp_path / 'rec5'}",
+                               "data.sample_rate_hz=5000", *overrides[3:]]).data.datamodule)
+    png = write_preview(dm, tmp_path / "preview.png")
+    side = png.with_suffix(".txt").read_text()
+    assert "frequency resolution 2.44141 Hz (fs / nfft = 5000 / 2048)" in side  # next 2^k >= 1280
+    assert "Doppler span +-2500 Hz" in side and "train: 10 windows" in side

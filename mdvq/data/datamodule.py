@@ -178,6 +178,7 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         self.split_counts: dict[str, int] = {}
         self.split_indices: dict[str, np.ndarray] = {}
         self.split: dict = {}
+        self.meta: dict = {}  # the loaded set's meta (sample rates, recordings per class, ...)
         self.datasets: dict[str, TensorDataset] = {}
         # Lightning calls prepare_data on global rank 0 only, then a barrier; `setup` builds
         # what another node's disk still lacks (build_once), so a shared cache is built once.
@@ -224,6 +225,7 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
             class_names=data.class_names,
         )
         self.class_names = list(data.class_names)
+        self.meta = dict(data.meta)
         self.skipped_files = int(data.meta.get("n_skipped", 0))  # data.on_error=skip
         self.freqs_hz = resample_axis(data.freqs_hz, self.image_size[0])
         self.times_s = resample_axis(data.times_s, self.image_size[1])

@@ -140,11 +140,11 @@ class STFTUnits:
 
 def derived_axes(fs: float, stft: STFTConfig) -> dict:
     """The axes an STFT setting gives at sample rate `fs` [Hz]: `resolution_hz` (Doppler bin,
-    fs / nfft), `time_step_s` (frame step, (nperseg - noverlap) / fs), `window_s`
+    fs / nfft), `time_step_s` (frame step, (nperseg - noverlap) / fs), `stft_window_s`
     (nperseg / fs) and `doppler_span_hz` (the +- Doppler kept: max_doppler_hz, else fs / 2)."""
     span = fs / 2 if stft.max_doppler_hz is None else min(stft.max_doppler_hz, fs / 2)
     return {"sample_rate_hz": fs, "resolution_hz": fs / stft.nfft,
-            "time_step_s": (stft.nperseg - stft.noverlap) / fs, "window_s": stft.nperseg / fs,
+            "time_step_s": (stft.nperseg - stft.noverlap) / fs, "stft_window_s": stft.nperseg / fs,
             "doppler_span_hz": span, "nperseg": stft.nperseg, "noverlap": stft.noverlap,
             "nfft": stft.nfft}
 
