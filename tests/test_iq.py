@@ -307,11 +307,14 @@ def test_stft_in_physical_units_equals_the_sample_settings(tmp_path, fs, window_
     t = np.arange(int(3.0 * fs)) / fs
     (tmp_path / "walk").mkdir()
     np.save(tmp_path / "walk" / "rec.npy", np.exp(2j * np.pi * 150.0 * t) + 2.0)
-    by_samples = source(tmp_path, sample_rate_hz=fs, stft={"window": "hann", **samples}).load()
+    sampled = source(tmp_path, sample_rate_hz=fs, stft={"window": "hann", **samples})
+    by_samples = sampled.load()
     physical = source(tmp_path, sample_rate_hz=fs, stft={"window": "hann"},
                       stft_window_s=window_s, stft_hop_s=hop_s,
                       doppler_resolution_hz=resolution_hz)
     assert physical.derived(fs)["resolution_hz"] == pytest.approx(fs / samples["nfft"])
+    # the same STFT in samples: the same cache key (sets made before the option keep theirs)
+    assert physical.params(physical.files()) == sampled.params(sampled.files())
     by_units = physical.load()
     np.testing.assert_array_equal(by_units.images, by_samples.images)
     np.testing.assert_allclose(by_units.freqs_hz, by_samples.freqs_hz)

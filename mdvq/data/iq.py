@@ -616,14 +616,15 @@ class IQSource:
             "raw_dtype": self.raw_dtype, "byte_order": self.byte_order,
             "window_s": self.window_s, "hop_s": self.hop_s, "mean_removal": self.mean_removal,
             "mti_order": self.mti_order, "mti_cutoff": self.mti_cutoff,
-            "stft": dataclasses.asdict(self.stft) if not self.stft_units.given()
+            # the STFT in samples where the rate is configured (physical and sample settings
+            # that give the same samples give the same key); else the settings as given
+            "stft": dataclasses.asdict(self.stft) if self.stft is not None
             else self.stft_settings,
             "image_size": None if self.image_size is None else list(self.image_size),
             "on_error": self.on_error,
             # only when set, so the keys of sets made before the option existed stay the same
             **({"resample_hz": self.resample_hz} if self.resample_hz is not None else {}),
-            **({"stft_units": dataclasses.asdict(self.stft_units)}
-               if self.stft_units.given() else {}),
+            **({"stft_units": dataclasses.asdict(self.stft_units)} if self.stft is None else {}),
         }
 
     def load(self) -> SpectrogramSet:
