@@ -280,10 +280,10 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
 def _group_kind(data: SpectrogramSet) -> str:
     """What a split group of `data` is: "subject" when the source knows subjects, "recording"
     when its ids are recordings (`meta["has_subjects"]` false, e.g. data=iq without subject
-    ids), else "recording/subject"."""
+    ids), else "recording or subject" (the source does not say which its ids are)."""
     known = data.meta.get("has_subjects")
     if known is None:
-        return "recording/subject"
+        return "recording or subject"
     return "subject" if known else "recording"
 
 

@@ -180,6 +180,7 @@ def split_lines(described: dict, max_ids: int = 8) -> list[str]:
     """`describe_split`'s dict in words, one line per split: the recordings (or subjects) of
     each class with up to `max_ids` ids each, and the windows."""
     by = described["by"]
+    noun = by if by in ("recording", "subject") else "id"
     lines = []
     for split, windows in described["windows"].items():
         if by == "example":
@@ -190,7 +191,7 @@ def split_lines(described: dict, max_ids: int = 8) -> list[str]:
         for c, ids in described["manifest"][split].items():
             shown = ", ".join(ids[:max_ids]) + (f", ... ({len(ids) - max_ids} more)"
                                                 if len(ids) > max_ids else "")
-            parts.append(f"{c}: {len(ids)} {by}{'s' if len(ids) != 1 else ''} "
+            parts.append(f"{c}: {len(ids)} {noun}{'s' if len(ids) != 1 else ''} "
                          f"[{shown}], {windows[c]} windows")
         lines.append(f"{split}: " + "; ".join(parts))
     return lines
