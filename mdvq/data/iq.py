@@ -13,7 +13,9 @@ Processing on the shared spectrogram path (`mdvq.data.spectrogram`): static-clut
 over the whole recording (`mdvq.data.clutter.remove_static_clutter`: mean removal and an optional
 MTI high-pass, as in the Glasgow reference processing), cutting into fixed-length windows
 (`window_s`, `hop_s`), STFT with Doppler in Hz and time in s, then the usual per-example dB /
-dynamic-range normalisation to [0,1]. Positive Doppler means `I + jQ` rotating counter-clockwise
+dynamic-range normalisation to [0,1]. The STFT may be set in physical units (window and hop in
+s, Doppler resolution in Hz: `mdvq.data.spectrogram.STFTUnits`), turned into samples at each
+recording's rate, so one setting means the same at 1 kHz and at 5 kHz. Positive Doppler means `I + jQ` rotating counter-clockwise
 (`exp(+j 2 pi f t)`, an approaching target).
 
 Every window keeps its recording: `sources` are `"<file>#<k>@<start>s"` and the set's `subjects`
