@@ -334,7 +334,7 @@ def iq_spectrograms(
     if window < stft.nperseg:
         raise DataError(
             origin, f"data.window_s={window_s} s is {window} samples at {fs:g} Hz, fewer than "
-            f"one STFT segment (stft.nperseg={stft.nperseg})"
+            f"one STFT window ({stft.nperseg} samples: data.stft_window_s, or data.nperseg)"
         )
     n = len(samples)
     starts = window_starts(n, window, hop)
