@@ -79,6 +79,10 @@ def test_fit_test_export_and_summary(tmp_path, data_cache):
     assert len(val_psnr) == 2 and val_psnr[1] > val_psnr[0], val_psnr
     assert on_disk["metrics"]["test/codebook_usage"] >= 2 / 16
     assert on_disk["data_key"].startswith("radar-") and on_disk["wall_time_s"] > 0
+    # the split is recorded: grouping, subjects per class and split, and their ids
+    split = on_disk["data"]["split"]
+    assert split["by"] and set(split["manifest"]) == {"train", "val", "test"}
+    assert all(n >= 1 for per in split["groups"].values() for n in per.values())
     # paths are relative to the run folder (a run folder can be moved) and resolve to real files
     assert on_disk["checkpoints"]["last"] == "checkpoints/last.ckpt"
     run_summary = RunSummary.read(run, model="vqvae")
