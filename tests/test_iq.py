@@ -296,3 +296,136 @@ def test_recordings_at_different_rates_are_refused_or_resampled(tmp_path):
     for c in range(3):  # the 100 Hz tone lands at 100 Hz whatever the recorded rate
         mean = data.images[data.labels == c, 0].mean(axis=(0, 2))
         assert abs(data.freqs_hz[np.argmax(mean)] - 100.0) < 2 * BIN_HZ
+
+
+@pytest.mark.parametrize("fs, window_s, hop_s, resolution_hz, samples", [
+    (1000.0, 0.128, 0.016, 3.90625, {"nperseg": 128, "noverlap": 112, "nfft": 256}),
+    (5000.0, 0.064, 0.008, 5.0, {"nperseg": 320, "noverlap": 280, "nfft": 1024}),
+])
+def test_stft_in_physical_units_equals_the_sample_settings(tmp_path, fs, window_s, hop_s,
+                                                           resolution_hz, samples):
+    t = np.arange(int(3.0 * fs)) / fs
+    (tmp_path / "walk").mkdir()
+    np.save(tmp_path / "walk" / "rec.npy", np.exp(2j * np.pi * 150.0 * t) + 2.0)
+    sampled = source(tmp_path, sample_rate_hz=fs, stft={"window": "hann", **samples})
+    by_samples = sampled.load()
+    physical = source(tmp_path, sample_rate_hz=fs, stft={"window": "hann"},
+                      stft_window_s=window_s, stft_hop_s=hop_s,
+                      doppler_resolution_hz=resolution_hz)
+    assert physical.derived(fs)["resolution_hz"] == pytest.approx(fs / samples["nfft"])
+    # the same STFT in samples: the same cache key (sets made before the option keep theirs)
+    assert physical.params(physical.files()) == sampled.params(sampled.files())
+    by_units = physical.load()
+    np.testing.assert_array_equal(by_units.images, by_samples.images)
+    np.testing.assert_allclose(by_units.freqs_hz, by_samples.freqs_hz)
+    np.testing.assert_allclose(by_units.times_s, by_samples.times_s)
+    # the rate may come from the file: the STFT is resolved per recording
+    np.savez(tmp_path / "walk" / "rec.npz", iq=np.exp(2j * np.pi * 150.0 * t) + 2.0, fs=fs)
+    (tmp_path / "walk" / "rec.npy").unlink()
+    from_file = source(tmp_path, stft={"window": "hann"}, stft_window_s=window_s,
+                       stft_hop_s=hop_s, doppler_resolution_hz=resolution_hz).load()
+    np.testing.assert_array_equal(from_file.images, by_samples.images)
+
+
+def test_stft_quantity_in_both_units_names_both_keys(tmp_path):
+    with pytest.raises(ValueError, match=r"data\.stft_window_s=0\.1 and data\.nperseg=128"):
+        source(tmp_path, sample_rate_hz=FS, stft_window_s=0.1)
+    with pytest.raises(ValueError, match=r"data\.doppler_resolution_hz=2\.0 and data\.nfft=256"):
+        source(tmp_path, stft={**STFT, "nperseg": None}, doppler_resolution_hz=2.0)
+    with pytest.raises(ValueError, match=r"data\.stft_hop_s=0\.5 s is 500 samples.*128"):
+        source(tmp_path, sample_rate_hz=FS, stft={"nperseg": 128}, stft_hop_s=0.5)
+
+
+def test_user_keys_sit_at_the_top_of_the_iq_config(tmp_path):
+    from mdvq.core.compose import build, compose_config
+    from mdvq.data.spectrogram import STFTConfig
+
+    recorded_set(tmp_path / "rec", n_classes=3, per_class=3)
+    base = ["data=iq", f"data.root={tmp_path / 'rec'}", "data.sample_rate_hz=1000",
+            "data.window_s=1.0", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.output_dir={tmp_path / 'out'}", "data.image_size=[32,16]"]
+    cfg = compose_config([*base, "data.max_doppler_hz=250", "data.dynamic_range_db=40",
+                          "data.mti_order=4"])
+    src = build(cfg.data.datamodule.source)
+    # the defaults in seconds and Hz are today's samples at 1 kHz
+    assert src.stft == STFTConfig("hann", 128, 112, 256, 40.0, 250.0) and src.mti_order == 4
+    cfg = compose_config([*base, "data.stft_window_s=null", "data.stft_hop_s=null",
+                          "data.doppler_resolution_hz=null", "data.nperseg=64",
+                          "data.noverlap=48", "data.nfft=128"])
+    assert build(cfg.data.datamodule.source).stft == STFTConfig("hann", 64, 48, 128)
+    with pytest.raises(ValueError, match=r"data\.stft_window_s=0\.128 and data\.nperseg=64"):
+        build(compose_config([*base, "data.nperseg=64"]).data.datamodule.source)
+
+
+def test_the_split_by_recording_is_logged_and_described(tmp_path, caplog):
+    recorded_set(tmp_path, n_classes=2, per_class=3)
+    dm = SpectrogramDataModule(source(tmp_path, sample_rate_hz=FS), image_size=(32, 16))
+    with caplog.at_level(logging.INFO, logger="mdvq.data.datamodule"):
+        dm.setup()
+    split = dm.describe()["split"]
+    assert split["by"] == "recording"
+    assert split["groups"] == {s: {"class0": 1, "class1": 1} for s in ("train", "val", "test")}
+    assert split["windows"]["train"] == {"class0": 5, "class1": 5}  # 3 s, 1 s windows every 0.5 s
+    named = [f for s in ("train", "val", "test") for f in split["manifest"][s]["class0"]]
+    assert sorted(named) == ["class0/rec0.npy", "class0/rec1.npy", "class0/rec2.npy"]
+    assert split["single"] == {s: ["class0", "class1"] for s in ("train", "val", "test")}
+    assert "split by recording (recording-disjoint" in caplog.text
+    assert f"test: class0: 1 recording [{split['manifest']['test']['class0'][0]}], 5 windows" \
+        in caplog.text
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("the test split holds a single recording of class(es) class0, class1" in m
+               for m in warned), warned
+    # with more recordings no split of this size is single: no warning for the training split
+    recorded_set(tmp_path / "more", n_classes=2, per_class=8)
+    caplog.clear()
+    dm = SpectrogramDataModule(source(tmp_path / "more", sample_rate_hz=FS), image_size=(32, 16))
+    with caplog.at_level(logging.INFO, logger="mdvq.data.datamodule"):
+        dm.setup()
+    assert "train" not in dm.describe()["split"]["single"]
+    assert not any("the train split holds" in r.getMessage() for r in caplog.records)
+
+
+def test_inspect_and_preview_name_the_derived_settings(tmp_path, capsys):
+    from mdvq.core.compose import build, compose_config
+    from mdvq.data.preview import write_preview
+    from mdvq.run import inspect
+
+    recorded_set(tmp_path / "rec", n_classes=3, per_class=3)  # 3 s tones at 1 kHz
+    overrides = ["data=iq", f"data.root={tmp_path / 'rec'}", "data.sample_rate_hz=1000",
+                 "data.window_s=1.0", "data.hop_s=0.5", "data.image_size=[32,16]",
+                 f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'out'}"]
+    cfg = compose_config(["task=inspect", *overrides])
+    info = inspect(cfg, overrides)
+    text = capsys.readouterr().out
+    # by hand: fs / nfft = 1000 / 256 Hz; hop 0.016 s = 16 samples; +-fs/2; 3 s recordings cut
+    # into 1 s windows every 0.5 s = 5 windows, covering 3 s each
+    assert "frequency resolution 3.90625 Hz (fs / nfft = 1000 / 256)" in text
+    assert "time step 0.016 s ((nperseg - noverlap) / fs = (128 - 112) / 1000)" in text
+    assert "Doppler span +-500 Hz" in text
+    assert "class1: 3 recordings, 15 windows, 9 s" in text
+    assert "recording-disjoint split: yes" in text and "split by recording:" in text
+    assert "optimiser steps per epoch: 1 (15 training windows / batch 32)" in text
+    min_steps = cfg.callbacks.training_budget.min_steps
+    assert info["stages"]["klvae"]["min_steps"] == min_steps
+    assert f"klvae: batch 32, 1 steps/epoch, max_epochs 8, budget {min_steps} steps" in text
+    assert (tmp_path / "out" / "inspect.json").exists()
+    # too few recordings for three splits: still inspected, and the verdict says so
+    for r in range(3):
+        (tmp_path / "rec" / "class2" / f"rec{r}.npy").unlink(missing_ok=r == 2)
+    write(tmp_path / "rec" / "class2" / "rec0", "npy_complex", tone(10.0, 3.0))
+    info = inspect(compose_config(["task=inspect", *overrides]), overrides)
+    assert info["recording_disjoint"]["too_few"] == ["class2"]
+    assert "recording-disjoint split: NO" in capsys.readouterr().out
+    # the preview prints the same settings beside its picture, at 5 kHz too
+    t = np.arange(3 * 5000) / 5000.0
+    for c in range(2):
+        (tmp_path / "rec5" / f"class{c}").mkdir(parents=True)
+        for r in range(3):
+            np.save(tmp_path / "rec5" / f"class{c}" / f"rec{r}.npy",
+                    np.exp(2j * np.pi * (300.0 + 100 * c) * t) + 2.0)
+    dm = build(compose_config(["data=iq", f"data.root={tmp_path / 'rec5'}",
+                               "data.sample_rate_hz=5000", *overrides[3:]]).data.datamodule)
+    png = write_preview(dm, tmp_path / "preview.png")
+    side = png.with_suffix(".txt").read_text()
+    assert "frequency resolution 2.44141 Hz (fs / nfft = 5000 / 2048)" in side  # next 2^k >= 1280
+    assert "Doppler span +-2500 Hz" in side and "train: 10 windows" in side

@@ -79,6 +79,10 @@ def test_fit_test_export_and_summary(tmp_path, data_cache):
     assert len(val_psnr) == 2 and val_psnr[1] > val_psnr[0], val_psnr
     assert on_disk["metrics"]["test/codebook_usage"] >= 2 / 16
     assert on_disk["data_key"].startswith("radar-") and on_disk["wall_time_s"] > 0
+    # the split is recorded: grouping, subjects per class and split, and their ids
+    split = on_disk["data"]["split"]
+    assert split["by"] and set(split["manifest"]) == {"train", "val", "test"}
+    assert all(n >= 1 for per in split["groups"].values() for n in per.values())
     # paths are relative to the run folder (a run folder can be moved) and resolve to real files
     assert on_disk["checkpoints"]["last"] == "checkpoints/last.ckpt"
     run_summary = RunSummary.read(run, model="vqvae")
@@ -159,6 +163,23 @@ def test_preview_command_writes_png(tmp_path, data_cache):
     assert run_main(compose_cfg(["task=preview", *overrides])) is None
     png = tmp_path / "run" / "preview.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unknown_data_key_names_the_path_where_it_lives(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException,
+                       match=r"(?s)not in struct.*data\.max_doppler_hz is not a key of data=radar.*"
+                             r"lives at data\.datamodule\.source\.stft\.max_doppler_hz: give "
+                             r"data\.datamodule\.source\.stft\.max_doppler_hz=1250"):
+        compose_config(["data=radar", "data.max_doppler_hz=1250"])
+    with pytest.raises(ConfigCompositionException, match=r"no key 'nonsense' anywhere under data"):
+        compose_config(["data=radar", "data.nonsense=1"])
+    # the command line prints the same hint after Hydra's own error
+    done = run_cli(["mdvq.run", "data=radar", "data.max_doppler_hz=1250",
+                    f"paths.output_root={tmp_path}"], cwd=tmp_path, timeout=120)
+    assert done.returncode != 0 and "not in struct" in done.stderr
+    assert "it lives at data.datamodule.source.stft.max_doppler_hz" in done.stderr
 
 
 def test_phase1_experiment_writes_the_decision(tmp_path, data_cache):

@@ -8,6 +8,7 @@ every command runs from any folder.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -51,9 +52,82 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app: compose in its context
         return compose(config_name=config_name, overrides=list(overrides),
                        return_hydra_config=return_hydra_config)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides),
-                       return_hydra_config=return_hydra_config)
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides),
+                           return_hydra_config=return_hydra_config)
+    except ConfigCompositionException as err:
+        hint = unknown_key_hint(overrides, config_name)
+        if hint:
+            cause = f"\n{err.__cause__}" if err.__cause__ is not None else ""
+            raise ConfigCompositionException(f"{err}{cause}\n{hint}") from err
+        raise
+
+
+_SET = re.compile(r"^(?P<key>data(?:\.[A-Za-z_][\w]*)+)=")  # `data.x.y=...`; `+data.x=` adds keys
+_GROUP = re.compile(r"^[\w/@:+~-]+=")  # a group choice such as `data=iq` (no dot in the key)
+
+
+def key_paths(node, name: str, prefix: str) -> list[str]:
+    """Every full path (`prefix.a.b.name`) under a plain container `node` whose last key is
+    `name`, in config order."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}"
+            if key == name:
+                found.append(path)
+            found.extend(key_paths(value, name, path))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(key_paths(value, name, f"{prefix}[{i}]"))
+    return found
+
+
+def unknown_key_hint(overrides, config_name: str = "config") -> str | None:
+    """For each `data.<key>=value` override whose key the composed `data` config lacks (Hydra's
+    "Key '<key>' is not in struct"), where that key lives in this data config: "data.<key> is
+    not a key at the top of data=<name>; it lives at data.datamodule.source.stft.<key>: give
+    data.datamodule.source.stft.<key>=value". None when every data key exists or the config
+    cannot be composed without the key overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    wanted = [(m.group("key"), o.split("=", 1)[1]) for o in overrides
+              if (m := _SET.match(o.strip()))]
+    if not wanted:
+        return None
+    groups = [o for o in overrides if _GROUP.match(o.strip()) and not _SET.match(o.strip())]
+    try:
+        if GlobalHydra.instance().is_initialized():
+            cfg = compose(config_name=config_name, overrides=groups)
+        else:
+            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+                cfg = compose(config_name=config_name, overrides=groups)
+    except Exception:  # noqa: BLE001 - a hint only; the original error stands
+        return None
+    data = OmegaConf.to_container(cfg.data, resolve=False)
+    choice = next((o.split("=", 1)[1] for o in groups if o.strip().startswith("data=")), None)
+    which = f"data={choice}" if choice else "this data config"
+    lines = []
+    for key, value in wanted:
+        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
+            continue
+        name = key.rsplit(".", 1)[1]
+        paths = key_paths(data, name, "data")
+        if paths:
+            lines.append(f"{key} is not a key of {which} at that level; it lives at "
+                         f"{' and '.join(paths)}: give {paths[0]}={value}")
+        else:
+            top = ", ".join(k for k in data if k != "datamodule")
+            lines.append(f"{key}: no key {name!r} anywhere under data ({which}); its top-level "
+                         f"keys are {top}")
+    return "\n".join(lines) or None
+
+
+_ABSENT = object()
 
 
 def build(node: DictConfig, **kwargs):

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from mdvq.data.arrays import resample_axis
 from mdvq.data.dataset import SpectrogramSet, cache_key
 from mdvq.data.spectrogram import resize_spectrogram
-from mdvq.data.splits import SPLIT_VERSION, split_indices
+from mdvq.data.splits import SPLIT_VERSION, describe_split, split_indices, split_lines
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,8 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         self.data_key: str | None = None
         self.split_counts: dict[str, int] = {}
         self.split_indices: dict[str, np.ndarray] = {}
+        self.split: dict = {}
+        self.meta: dict = {}  # the loaded set's meta (sample rates, recordings per class, ...)
         self.datasets: dict[str, TensorDataset] = {}
         # Lightning calls prepare_data on global rank 0 only, then a barrier; `setup` builds
         # what another node's disk still lacks (build_once), so a shared cache is built once.
@@ -223,6 +225,7 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
             class_names=data.class_names,
         )
         self.class_names = list(data.class_names)
+        self.meta = dict(data.meta)
         self.skipped_files = int(data.meta.get("n_skipped", 0))  # data.on_error=skip
         self.freqs_hz = resample_axis(data.freqs_hz, self.image_size[0])
         self.times_s = resample_axis(data.times_s, self.image_size[1])
@@ -240,6 +243,25 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
             raise ValueError(f"the training split is empty ({len(data)} examples in all)")
         log.info("data %s: %s examples per split, classes %s", self.data_key, self.split_counts,
                  self.class_names)
+        self.split = describe_split(data.labels, subjects, self.split_indices, self.class_names,
+                                    by=_group_kind(data))
+        self.log_split()
+
+    def log_split(self) -> None:
+        """Log how the split was made (by recording, subject or example), the recordings of
+        every class in every split with their ids, and a warning for each split where a class
+        has a single recording or subject (its accuracy there rests on that one)."""
+        by = self.split["by"]
+        log.info("split by %s%s:", by, "" if by == "example" else
+                 f" ({by}-disjoint: all windows of one {by} in one split)")
+        for line in split_lines(self.split):
+            log.info("  %s", line)
+        for split, classes in self.split["single"].items():
+            if self.split_counts.get(split):
+                log.warning("the %s split holds a single %s of class(es) %s: its accuracy on "
+                            "them rests on that one %s; add recordings, or lower "
+                            "data.datamodule.val_fraction/test_fraction", split, by,
+                            ", ".join(classes), by)
 
     @property
     def num_classes(self) -> int:
@@ -247,10 +269,22 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         return len(self.class_names)
 
     def describe(self) -> dict:
-        """Plain-dict description for run summaries: key, classes, split sizes, image size."""
+        """Plain-dict description for run summaries: key, classes, split sizes, image size and
+        `split` (`mdvq.data.splits.describe_split`: by recording/subject, windows and
+        recordings per class and split, the ids of each split, single-recording classes)."""
         return {"data_key": self.data_key, "class_names": self.class_names,
                 "split_counts": self.split_counts, "image_size": list(self.image_size),
-                "skipped_files": self.skipped_files}
+                "skipped_files": self.skipped_files, "split": self.split}
+
+
+def _group_kind(data: SpectrogramSet) -> str:
+    """What a split group of `data` is: "subject" when the source knows subjects, "recording"
+    when its ids are recordings (`meta["has_subjects"]` false, e.g. data=iq without subject
+    ids), else "recording or subject" (the source does not say which its ids are)."""
+    known = data.meta.get("has_subjects")
+    if known is None:
+        return "recording or subject"
+    return "subject" if known else "recording"
 
 
 def _content_hash(data: SpectrogramSet) -> str:

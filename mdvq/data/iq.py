@@ -13,7 +13,9 @@ Processing on the shared spectrogram path (`mdvq.data.spectrogram`): static-clut
 over the whole recording (`mdvq.data.clutter.remove_static_clutter`: mean removal and an optional
 MTI high-pass, as in the Glasgow reference processing), cutting into fixed-length windows
 (`window_s`, `hop_s`), STFT with Doppler in Hz and time in s, then the usual per-example dB /
-dynamic-range normalisation to [0,1]. Positive Doppler means `I + jQ` rotating counter-clockwise
+dynamic-range normalisation to [0,1]. The STFT may be set in physical units (window and hop in
+s, Doppler resolution in Hz: `mdvq.data.spectrogram.STFTUnits`), turned into samples at each
+recording's rate, so one setting means the same at 1 kHz and at 5 kHz. Positive Doppler means `I + jQ` rotating counter-clockwise
 (`exp(+j 2 pi f t)`, an approaching target).
 
 Every window keeps its recording: `sources` are `"<file>#<k>@<start>s"` and the set's `subjects`
@@ -41,7 +43,7 @@ from mdvq.data.clutter import remove_static_clutter
 from mdvq.data.dataset import SpectrogramSet, load_or_build
 from mdvq.data.labels_csv import read_label_rows
 from mdvq.data.on_error import check_on_error, load_each
-from mdvq.data.spectrogram import STFTConfig, compute_spectrogram
+from mdvq.data.spectrogram import STFTConfig, STFTUnits, compute_spectrogram, derived_axes
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +334,7 @@ def iq_spectrograms(
     if window < stft.nperseg:
         raise DataError(
             origin, f"data.window_s={window_s} s is {window} samples at {fs:g} Hz, fewer than "
-            f"one STFT segment (stft.nperseg={stft.nperseg})"
+            f"one STFT window ({stft.nperseg} samples: data.stft_window_s, or data.nperseg)"
         )
     n = len(samples)
     starts = window_starts(n, window, hop)
@@ -378,7 +380,12 @@ class IQSource:
     window_s, hop_s: example length and step [s] (windows overlap when hop < window).
     mean_removal, mti_order, mti_cutoff: `remove_static_clutter` (mti_order 0: no MTI; the
       Glasgow reference uses order 4, cutoff 0.0075 of the Nyquist frequency).
-    stft: an `STFTConfig` or a dict of its fields (nperseg etc. in samples).
+    stft: an `STFTConfig` or a dict of its fields (nperseg, noverlap, nfft in samples; each may
+      be None where the physical-unit key of the same quantity is given).
+    stft_window_s, stft_hop_s: STFT window and hop [s]; doppler_resolution_hz: the Doppler bin
+      wanted [Hz] (nfft = next power of two >= fs / resolution, at least the window): turned
+      into samples at each recording's rate (`STFTUnits`); None uses the sample key. Giving
+      both for one quantity is a ValueError naming both keys.
     image_size: `(F, T)` to resize every example to, or None (all must share one size).
     cache_dir: folder for the processed set (`load_or_build`), or None.
     on_error: "raise" or "skip" (skip logs each bad file and the count in `meta`).
@@ -411,6 +418,9 @@ class IQSource:
         cache_dir: str | os.PathLike | None = None,
         on_error: str = "raise",
         resample_hz: float | None = None,
+        stft_window_s: float | None = None,
+        stft_hop_s: float | None = None,
+        doppler_resolution_hz: float | None = None,
     ):
         self.root = Path(root)
         if sample_rate_hz is not None and not float(sample_rate_hz) > 0:
@@ -445,13 +455,29 @@ class IQSource:
         if mti_order < 0:
             raise ValueError(f"data.mti_order must be >= 0, got {mti_order}")
         self.mean_removal, self.mti_order, self.mti_cutoff = bool(mean_removal), int(mti_order), float(mti_cutoff)
-        if isinstance(stft, STFTConfig):
-            self.stft = stft
-        else:
-            self.stft = STFTConfig(**dict(stft or {}))
+        self.stft_units = STFTUnits(stft_window_s, stft_hop_s, doppler_resolution_hz)
+        self.stft_settings = dataclasses.asdict(stft) if isinstance(stft, STFTConfig) else {
+            k: v for k, v in dict(stft or {}).items()}
+        self.stft_units.check(self.stft_settings)
+        known = self.resample_hz or self.sample_rate_hz
+        # in samples: the STFT of every recording; in physical units: the one at the configured
+        # rate (None until a recording's rate is read)
+        self.stft = (self.stft_units.at(known, self.stft_settings)
+                     if known is not None or not self.stft_units.given() else None)
         self.image_size = as_size(image_size, "image_size")
         self.cache_dir = cache_dir
         self.on_error = check_on_error(on_error)
+
+    def stft_at(self, fs: float) -> STFTConfig:
+        """The STFT settings in samples at sample rate `fs` [Hz]."""
+        if not self.stft_units.given() and self.stft is not None:
+            return self.stft
+        return self.stft_units.at(fs, self.stft_settings)
+
+    def derived(self, fs: float) -> dict:
+        """The derived axes at `fs` [Hz] (`derived_axes`: resolution_hz, time_step_s,
+        window_s, doppler_span_hz and the STFT in samples)."""
+        return derived_axes(fs, self.stft_at(fs))
 
     # -- discovery and labels -----------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -553,7 +579,7 @@ class IQSource:
             samples = resample_iq(samples, fs, self.resample_hz, origin=path)
             fs = self.resample_hz
         images, freqs, times, starts = iq_spectrograms(
-            samples, fs, self.window_s, self.hop_s, self.stft, self.mean_removal,
+            samples, fs, self.window_s, self.hop_s, self.stft_at(fs), self.mean_removal,
             self.mti_order, self.mti_cutoff, origin=path,
         )
         fc = self.carrier_hz if self.carrier_hz is not None else rec.carrier_hz
@@ -592,11 +618,15 @@ class IQSource:
             "raw_dtype": self.raw_dtype, "byte_order": self.byte_order,
             "window_s": self.window_s, "hop_s": self.hop_s, "mean_removal": self.mean_removal,
             "mti_order": self.mti_order, "mti_cutoff": self.mti_cutoff,
-            "stft": dataclasses.asdict(self.stft),
+            # the STFT in samples where the rate is configured (physical and sample settings
+            # that give the same samples give the same key); else the settings as given
+            "stft": dataclasses.asdict(self.stft) if self.stft is not None
+            else self.stft_settings,
             "image_size": None if self.image_size is None else list(self.image_size),
             "on_error": self.on_error,
             # only when set, so the keys of sets made before the option existed stay the same
             **({"resample_hz": self.resample_hz} if self.resample_hz is not None else {}),
+            **({"stft_units": dataclasses.asdict(self.stft_units)} if self.stft is None else {}),
         }
 
     def load(self) -> SpectrogramSet:

@@ -1,4 +1,6 @@
-"""Data preview: one example per class as a PNG grid with axes in seconds and Hz.
+"""Data preview: one example per class as a PNG grid with axes in seconds and Hz, and beside it
+`preview.txt`: the derived settings (frequency resolution, time step, Doppler span, windows per
+recording and per split), also printed.
 
 `python -m mdvq.data.preview data=radar` (same config and overrides as `mdvq.run`), or
 `python -m mdvq.run task=preview`.
@@ -33,7 +35,20 @@ def write_preview(datamodule, path: str | Path, split: str = "train") -> Path:
         titles.append(f"{name} ({len(hits)} in {split})")
     fig = spectrogram_grid(images, titles, datamodule.freqs_hz, datamodule.times_s,
                            suptitle=f"{type(datamodule.source).__name__}: one example per class")
-    return save_figure(fig, path)
+    out = save_figure(fig, path)
+    lines = preview_settings(datamodule)
+    Path(out).with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def preview_settings(datamodule) -> list[str]:
+    """The settings derived from the config and the sample rate, in words (after `setup`):
+    frequency resolution [Hz], time step [s], Doppler span [Hz], the picture's steps, and the
+    windows per recording and per split (`mdvq.data.overview.settings_lines`); `write_preview`
+    writes them beside the picture as `preview.txt`."""
+    from mdvq.data.overview import derived_settings, settings_lines
+
+    return settings_lines(derived_settings(datamodule), getattr(datamodule, "split", None))
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
@@ -42,6 +57,7 @@ def main(cfg: DictConfig) -> None:
     path = write_preview(instantiate(cfg.data.datamodule), Path(cfg.paths.output_dir) / "preview.png")
     log.info("preview written to %s", path)
     print(path)
+    print(Path(path).with_suffix(".txt").read_text(), end="")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ Images written for people put positive Doppler at the top (see `mdvq.utils.pixel
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +46,107 @@ class STFTConfig:
             raise ValueError(f"stft.nfft ({self.nfft}) must be >= stft.nperseg ({self.nperseg})")
         if self.dynamic_range_db <= 0:
             raise ValueError(f"stft.dynamic_range_db must be positive, got {self.dynamic_range_db}")
+
+
+def next_power_of_two(n: float) -> int:
+    """The smallest power of two >= `n` (>= 1)."""
+    whole = max(1, math.ceil(n - 1e-9))
+    return 1 << (whole - 1).bit_length()
+
+
+#: STFT quantity -> (key in physical units, key in samples); the names errors use
+STFT_UNIT_KEYS = {
+    "window": ("data.stft_window_s", "data.nperseg"),
+    "hop": ("data.stft_hop_s", "data.noverlap"),
+    "resolution": ("data.doppler_resolution_hz", "data.nfft"),
+}
+
+
+@dataclass(frozen=True)
+class STFTUnits:
+    """STFT window and hop in seconds and the Doppler resolution in Hz, turned into an
+    `STFTConfig` in samples once the sample rate is known (`at`).
+
+    window_s: STFT window length [s] (nperseg = round(window_s * fs)); hop_s: step between
+    STFT frames [s] (noverlap = nperseg - round(hop_s * fs)); resolution_hz: the Doppler bin
+    wanted [Hz] (nfft = the next power of two >= fs / resolution_hz, and at least nperseg, so
+    the bin is resolution_hz or finer). Each may be None: then the sample key of the same
+    quantity (`nperseg`, `noverlap`, `nfft` of the `stft` settings) is used; giving both for
+    one quantity is a ValueError naming both keys (`STFT_UNIT_KEYS`).
+    """
+
+    window_s: float | None = None
+    hop_s: float | None = None
+    resolution_hz: float | None = None
+
+    def __post_init__(self):
+        for (name, (key, _)), value in zip(STFT_UNIT_KEYS.items(),
+                                           (self.window_s, self.hop_s, self.resolution_hz),
+                                           strict=True):
+            if value is not None and not float(value) > 0:
+                raise ValueError(f"{key} must be positive or null (the STFT {name}), got {value}")
+
+    def given(self) -> bool:
+        """Whether any setting is in physical units (so the sample rate is needed)."""
+        return any(v is not None for v in (self.window_s, self.hop_s, self.resolution_hz))
+
+    def check(self, stft: Mapping) -> None:
+        """ValueError naming both keys when `stft` sets in samples what is also set here."""
+        for value, (phys, samples) in zip((self.window_s, self.hop_s, self.resolution_hz),
+                                          STFT_UNIT_KEYS.values(), strict=True):
+            sample_key = samples.split(".")[-1]
+            if value is not None and stft.get(sample_key) is not None:
+                raise ValueError(
+                    f"{phys}={value} and {samples}={stft[sample_key]} both set the same STFT "
+                    f"quantity; set one of them to null ({phys} is in physical units, "
+                    f"{samples} in samples)")
+
+    def at(self, fs: float | None, stft: Mapping | None = None) -> STFTConfig:
+        """The `STFTConfig` in samples at sample rate `fs` [Hz] (None: only sample keys allowed).
+
+        stft: the other settings (`window`, `dynamic_range_db`, `max_doppler_hz`) and the sample
+        keys `nperseg`, `noverlap`, `nfft` (None or missing: nperseg 128, noverlap 7/8 of
+        nperseg, nfft the next power of two >= nperseg).
+        """
+        stft = {k: v for k, v in dict(stft or {}).items()}
+        self.check(stft)
+        if self.given() and fs is None:
+            raise ValueError("the STFT is set in physical units (data.stft_window_s, "
+                             "data.stft_hop_s, data.doppler_resolution_hz) but the sample rate "
+                             "is unknown")
+        nperseg = stft.get("nperseg")
+        if self.window_s is not None:
+            nperseg = round(self.window_s * fs)
+            if nperseg < 2:
+                raise ValueError(f"data.stft_window_s={self.window_s} s is {nperseg} samples at "
+                                 f"{fs:g} Hz; an STFT window needs at least 2")
+        nperseg = int(nperseg) if nperseg is not None else 128
+        noverlap = stft.get("noverlap")
+        if self.hop_s is not None:
+            hop = round(self.hop_s * fs)
+            if not 1 <= hop <= nperseg:
+                raise ValueError(f"data.stft_hop_s={self.hop_s} s is {hop} samples at {fs:g} Hz;"
+                                 f" it must be 1 to the STFT window ({nperseg} samples)")
+            noverlap = nperseg - hop
+        noverlap = int(noverlap) if noverlap is not None else nperseg * 7 // 8
+        nfft = stft.get("nfft")
+        if self.resolution_hz is not None:
+            nfft = next_power_of_two(fs / self.resolution_hz)
+        nfft = max(int(nfft), nperseg) if self.resolution_hz is not None else (
+            int(nfft) if nfft is not None else next_power_of_two(nperseg))
+        stft.update(nperseg=nperseg, noverlap=noverlap, nfft=nfft)
+        return STFTConfig(**stft)
+
+
+def derived_axes(fs: float, stft: STFTConfig) -> dict:
+    """The axes an STFT setting gives at sample rate `fs` [Hz]: `resolution_hz` (Doppler bin,
+    fs / nfft), `time_step_s` (frame step, (nperseg - noverlap) / fs), `stft_window_s`
+    (nperseg / fs) and `doppler_span_hz` (the +- Doppler kept: max_doppler_hz, else fs / 2)."""
+    span = fs / 2 if stft.max_doppler_hz is None else min(stft.max_doppler_hz, fs / 2)
+    return {"sample_rate_hz": fs, "resolution_hz": fs / stft.nfft,
+            "time_step_s": (stft.nperseg - stft.noverlap) / fs, "stft_window_s": stft.nperseg / fs,
+            "doppler_span_hz": span, "nperseg": stft.nperseg, "noverlap": stft.noverlap,
+            "nfft": stft.nfft}
 
 
 def stft_magnitude(

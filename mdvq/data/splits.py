@@ -138,3 +138,60 @@ def _split_by_subject(labels, subjects, fractions, rng, class_names=None):
         )
     split_of = np.array([owner[s] for s in subjects])
     return {k: np.flatnonzero(split_of == k) for k in fractions}
+
+
+def describe_split(
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    parts: dict[str, np.ndarray],
+    class_names: Sequence[str],
+    by: str = "recording",
+) -> dict:
+    """What went where, for the log and `summary.json` (`data.split`).
+
+    labels: `(N,)` class indices; groups: `(N,)` recording or subject id of every example
+    (None: the split is by example); parts: split name -> example indices (`split_indices`);
+    by: what a group is ("recording" or "subject"). Returns a plain dict:
+    `by` ("recording", "subject" or "example"), `windows` {split: {class: examples}},
+    `groups` {split: {class: recordings or subjects}}, `manifest` {split: {class: sorted ids}}
+    (empty without groups) and `single` {split: [classes with exactly one recording/subject in
+    that split]}: their accuracy there rests on that one recording.
+    """
+    labels = np.asarray(labels)
+    names = [str(c) for c in class_names]
+    out = {"by": by if groups is not None else "example", "windows": {}, "groups": {},
+           "manifest": {}, "single": {}}
+    for split, idx in parts.items():
+        idx = np.asarray(idx, dtype=np.int64)
+        out["windows"][split] = {c: int((labels[idx] == k).sum()) for k, c in enumerate(names)}
+        if groups is None:
+            continue
+        ids = {c: sorted({str(g) for g in np.asarray(groups)[idx][labels[idx] == k]})
+               for k, c in enumerate(names)}
+        out["manifest"][split] = ids
+        out["groups"][split] = {c: len(v) for c, v in ids.items()}
+        single = [c for c, v in ids.items() if len(v) == 1]
+        if single and len(idx):
+            out["single"][split] = single
+    return out
+
+
+def split_lines(described: dict, max_ids: int = 8) -> list[str]:
+    """`describe_split`'s dict in words, one line per split: the recordings (or subjects) of
+    each class with up to `max_ids` ids each, and the windows."""
+    by = described["by"]
+    noun = by if by in ("recording", "subject") else "id"
+    lines = []
+    for split, windows in described["windows"].items():
+        if by == "example":
+            lines.append(f"{split}: windows per class {windows} (split by example, not by "
+                         "recording)")
+            continue
+        parts = []
+        for c, ids in described["manifest"][split].items():
+            shown = ", ".join(ids[:max_ids]) + (f", ... ({len(ids) - max_ids} more)"
+                                                if len(ids) > max_ids else "")
+            parts.append(f"{c}: {len(ids)} {noun}{'s' if len(ids) != 1 else ''} "
+                         f"[{shown}], {windows[c]} windows")
+        lines.append(f"{split}: " + "; ".join(parts))
+    return lines
