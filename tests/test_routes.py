@@ -120,3 +120,65 @@ def test_n_per_class_null_samples_as_many_as_the_real_training_split(finished):
     expected = -(-train["data"]["split_counts"]["train"] // 2)  # ceil over the 2 classes
     meta = json.loads((tmp / "routes" / "samples_kl" / "meta.json").read_text())
     assert meta["n_per_class"] == expected and expected != 4
+
+
+def test_routes_reuse_skips_the_named_autoencoder_stages(finished, tmp_path):
+    tmp, cache, _ = finished
+    done = tmp / "routes"
+    before = {s: (done / s / "summary.json").stat().st_mtime_ns for s in ("klvae", "vqvae")}
+    table = routes(compose_cfg(routes_overrides(tmp_path, cache) + [
+        f"routes.reuse.klvae={done / 'klvae'}", f"routes.reuse.vqvae={done / 'vqvae'}"]),
+        overrides=common(tmp_path, cache))
+    out = tmp_path / "routes"
+    assert not (out / "klvae").exists() and not (out / "vqvae").exists(), "not trained again"
+    assert before == {s: (done / s / "summary.json").stat().st_mtime_ns for s in ("klvae", "vqvae")}
+    for stage in ("klvae", "vqvae"):
+        assert table["stages"][stage] == {"dir": str((done / stage).resolve()), "reused": True,
+                                          "status": "finished"}
+    on_disk = json.loads((out / "routes.json").read_text())
+    assert on_disk["stages"]["klvae"]["dir"] == str((done / "klvae").resolve())
+    prior = json.loads((out / "latentdiffusion" / "summary.json").read_text())["config"]
+    assert prior["model"]["autoencoder"] == str((done / "klvae").resolve())
+    prior = json.loads((out / "vqdiffusion" / "summary.json").read_text())["config"]
+    assert prior["model"]["vqvae"] == str((done / "vqvae").resolve())
+
+
+def test_routes_reuse_refuses_a_run_of_other_data_naming_both_keys(finished, tmp_path):
+    import shutil
+
+    tmp, cache, table = finished
+    other = tmp_path / "other_klvae"
+    shutil.copytree(tmp / "routes" / "klvae", other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["data_key"] = "other-data-key"
+    (other / "summary.json").write_text(json.dumps(summary))
+    cfg = compose_cfg(routes_overrides(tmp_path, cache) + [f"routes.reuse.klvae={other}"])
+    with pytest.raises(ValueError, match=r"routes\.reuse\.klvae") as err:
+        routes(cfg, overrides=common(tmp_path, cache))
+    assert "'other-data-key'" in str(err.value) and repr(table["data_key"]) in str(err.value)
+    assert not (tmp_path / "routes" / "klvae").exists(), "nothing trained"
+
+
+def test_routes_reuse_refuses_a_run_of_another_config_naming_both_fingerprints(finished, tmp_path):
+    import shutil
+
+    tmp, cache, _ = finished
+    other = tmp_path / "other_vqvae"
+    shutil.copytree(tmp / "routes" / "vqvae", other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["config"]["model"]["lr"] = 123.0
+    (other / "summary.json").write_text(json.dumps(summary))
+    cfg = compose_cfg(routes_overrides(tmp_path, cache) + [
+        f"routes.reuse.klvae={tmp / 'routes' / 'klvae'}", f"routes.reuse.vqvae={other}"])
+    with pytest.raises(ValueError, match=r"routes\.reuse\.vqvae=.*fingerprint '[0-9a-f]{16}' "
+                                         r"differs from the vqvae stage's '[0-9a-f]{16}'"):
+        routes(cfg, overrides=common(tmp_path, cache))
+
+
+def test_routes_reuse_auto_finds_a_finished_run_of_the_same_config_and_data(finished, tmp_path):
+    tmp, cache, _ = finished
+    cfg = compose_cfg(routes_overrides(tmp_path, cache) + [
+        "routes.reuse.auto=true", f"paths.output_root={tmp / 'routes'}"])
+    table = routes(cfg, overrides=common(tmp_path, cache))
+    assert not (tmp_path / "routes" / "klvae").exists()
+    assert table["stages"]["vqvae"]["dir"] == str((tmp / "routes" / "vqvae").resolve())

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mdvq.core.compose import compose_config
-from mdvq.core.summary import RunSummary, free_name
+from mdvq.core.summary import RunSummary, find_runs, free_name
 from mdvq.evaluation.decision import decide_runs, format_decision, write_decision
 from mdvq.runs.training import RESUME_FILE, train
 from mdvq.utils.metric_keys import TEST_ACC, TEST_CODEBOOK_USAGE, TEST_PSNR, TEST_SSIM
@@ -100,6 +100,29 @@ def _resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def _portable(config: dict, run_dir: str | None) -> dict:
+    """`config` with `run_dir` (its run folder) replaced by `<run>` in every string below it
+    (e.g. `trainer.default_root_dir`), so runs of one config in two folders fingerprint alike."""
+    if not run_dir:
+        return config
+
+    def swap(node):
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        if isinstance(node, str) and node.startswith(run_dir):
+            return "<run>" + node[len(run_dir):]
+        return node
+
+    return swap(config)
+
+
+def _moved_fingerprint(config: dict) -> str:
+    """The config fingerprint of a run, independent of the folder it was trained in."""
+    return config_fingerprint(_portable(config, (config.get("paths") or {}).get("output_dir")))
+
+
 def _data_key(cfg: DictConfig) -> str | None:
     """The data key (data + split) the config's datamodule gives (loads the cached data)."""
     from mdvq.core.compose import build
@@ -143,6 +166,46 @@ def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
     except Exception as err:
         raise StageFailed(f"stage {name!r} failed ({type(err).__name__}: {err}); its run folder "
                           f"is {out_dir}, the finished stages are kept") from err
+
+
+def reuse_stage(name: str, run: str | Path | None, overrides: list[str], out_dir: Path,
+                auto_root: str | Path | None = None) -> dict | None:
+    """A finished run to use instead of training stage `name` (`routes.reuse.<name>`), or None.
+
+    `run` names a finished run folder: it must have the data key (data + split) and the config
+    fingerprint the stage would train with in `out_dir`, else `ValueError` naming the key
+    `routes.reuse.<name>` and both data keys / fingerprints (fingerprints with each run's own
+    folder masked, see `_portable`). With `run` None and `auto_root`
+    given (`routes.reuse.auto=true`: the outputs root), the newest finished run below it with the
+    same fingerprint and data key is used, if any. Returns its summary with `reused: True` and
+    `run_dir` (absolute path of the folder the later stages read)."""
+    if run is None and auto_root is None:
+        return None
+    cfg = compose_config(overrides + [f"paths.output_dir={out_dir}", "task=fit"])
+    fingerprint, data_key = _moved_fingerprint(_resolved(cfg)), _data_key(cfg)
+    key = f"routes.reuse.{name}"
+    if run is None:
+        for found in find_runs(auto_root, data_key=data_key, finished_only=True):
+            if _moved_fingerprint(found.config) == fingerprint:
+                log.info("stage %s: reusing %s (%s=auto: same config and data key)", name,
+                         found.path.parent, key)
+                return {**found.data, "reused": True, "run_dir": str(found.path.parent.resolve())}
+        return None
+    run_dir = Path(run)
+    if not RunSummary.exists(run_dir):
+        raise ValueError(f"{key}={run}: not a run folder (no summary.json)")
+    done = RunSummary.read(run_dir)
+    if not done.finished:
+        raise ValueError(f"{key}={run}: the run is {done.status}, not finished")
+    if done.data_key != data_key:
+        raise ValueError(f"{key}={run}: its data key {done.data_key!r} differs from the routes "
+                         f"data key {data_key!r} (another data set or split)")
+    theirs = _moved_fingerprint(done.config)
+    if theirs != fingerprint:
+        raise ValueError(f"{key}={run}: its config fingerprint {theirs!r} differs from the "
+                         f"{name} stage's {fingerprint!r} (another model or training config)")
+    log.info("stage %s: reusing %s (%s)", name, run_dir, key)
+    return {**done.data, "reused": True, "run_dir": str(run_dir.resolve())}
 
 
 def _json_stage(name: str, path: Path, inputs: dict, make) -> dict:
@@ -190,17 +253,23 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     common = (user_overrides(drop=("model", "task", "experiment"), drop_below=("model", "routes"))
               if overrides is None else list(overrides))
     stages: dict[str, dict] = {}
+    reuse = settings.get("reuse") or {}
+    auto_root = cfg.paths.output_root if reuse.get("auto") else None
+    dirs: dict[str, Path] = {}  # the run folder of each stage (a reused one lies elsewhere)
     for name, choice in ROUTE_STAGES:
         extra = list(choice) + list(settings.stage_overrides.get(name) or [])
         if name in ("latentdiffusion", "vqdiffusion"):  # the prior of the autoencoder above
             autoencoder = "autoencoder" if name == "latentdiffusion" else "vqvae"
             source = "klvae" if name == "latentdiffusion" else "vqvae"
             classes = (stages[source].get("data") or {}).get("class_names") or []
-            extra[:0] = [f"model.{autoencoder}={out_dir / source}",
+            extra[:0] = [f"model.{autoencoder}={dirs[source]}",
                          f"model.num_classes={len(classes)}"]
-        stages[name] = train_stage(name, common + extra, out_dir / name)
+        reused = (reuse_stage(name, reuse.get(name), common + extra, out_dir / name, auto_root)
+                  if name in ("klvae", "vqvae") else None)
+        stages[name] = reused or train_stage(name, common + extra, out_dir / name)
+        dirs[name] = Path(reused["run_dir"]) if reused else out_dir / name
         if name == "vqvae":
-            decision = decide_runs(out_dir / "vqvae", out_dir / "klvae",
+            decision = decide_runs(dirs["vqvae"], dirs["klvae"],
                                    psnr_margin=cfg.decision.psnr_margin,
                                    usage_threshold=cfg.decision.usage_threshold)
             write_decision(decision, out_dir / "decision.json")
@@ -287,7 +356,8 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> di
         "classifier": {"test_acc": stages["classifier"]["metrics"].get(TEST_ACC),
                        "wall_s": stages["classifier"].get("wall_time_s")},
         "data_key": stages["klvae"].get("data_key"),
-        "stages": {name: {"dir": name, "reused": s.get("reused"), "status": s.get("status")}
+        "stages": {name: {"dir": s.get("run_dir") or name, "reused": s.get("reused"),
+                          "status": s.get("status")}
                    for name, s in stages.items()},
     }
 
