@@ -370,6 +370,56 @@ def _fmt(value, digits=3) -> str:
     return str(value)
 
 
+def _wall(row: dict) -> float | None:
+    """Training wall time of a route in s: its autoencoder's plus its prior's (None if unknown)."""
+    parts = [row.get("autoencoder_wall_s"), row.get("prior_wall_s")]
+    return None if any(p is None for p in parts) else float(sum(parts))
+
+
+def routes_verdict(table: dict) -> str:
+    """The phase-2 verdict of a routes table (`routes.json`), one short paragraph: which route
+    generates the asked-for classes best (conditional accuracy, a fraction in [0, 1]), by how
+    much (percentage points), at what cost (sampling speed in samples/s, training wall time in s
+    of autoencoder + prior), and whether the phase-1 rule (reconstruction only) agrees."""
+    rows = [r for r in table.get("rows") or [] if r.get("conditional_accuracy") is not None]
+    if len(rows) < 2:
+        return "No verdict: fewer than two routes have a conditional accuracy."
+    best, other = sorted(rows, key=lambda r: r["conditional_accuracy"], reverse=True)[:2]
+    gap = 100.0 * (best["conditional_accuracy"] - other["conditional_accuracy"])
+    names = {r["route"]: f"{r['route'].upper()} route ({r.get('autoencoder')} + {r.get('prior')})"
+             for r in rows}
+    if abs(gap) < 0.05:
+        head = (f"Both routes generate the asked-for classes equally well (conditional accuracy "
+                f"{best['conditional_accuracy']:.3f}).")
+    else:
+        head = (f"The {names[best['route']]} generates the asked-for classes best: conditional "
+                f"accuracy {best['conditional_accuracy']:.3f} against "
+                f"{other['conditional_accuracy']:.3f} for the {names[other['route']]} "
+                f"(+{gap:.1f} points).")
+    cost = []
+    speed = [r.get("samples_per_second") for r in (best, other)]
+    if None not in speed:
+        cost.append(f"sampling {speed[0]:.1f} against {speed[1]:.1f} samples/s")
+    wall = [_wall(r) for r in (best, other)]
+    if None not in wall:
+        cost.append(f"training {wall[0]:.0f} s against {wall[1]:.0f} s (autoencoder + prior)")
+    lines = [head]
+    if cost:
+        lines.append(f"Cost ({best['route'].upper()} against {other['route'].upper()}): "
+                     + "; ".join(cost) + ".")
+    chosen = (table.get("decision") or {}).get("verdict")
+    rule_route = {"klvae": "kl", "vqvae": "vq"}.get(chosen)
+    if rule_route is None:
+        lines.append("The phase-1 rule has no verdict here.")
+    elif abs(gap) < 0.05:
+        lines.append(f"The phase-1 rule (reconstruction only) chose {chosen}; generation does "
+                     "not separate the routes.")
+    else:
+        agrees = "agrees" if rule_route == best["route"] else "disagrees"
+        lines.append(f"The phase-1 rule (reconstruction only) chose {chosen}: it {agrees}.")
+    return " ".join(lines)
+
+
 def routes_markdown(table: dict) -> str:
     """`routes.md`: the two routes side by side, then the phase-1 verdict and how to read both."""
     cols = [("route", "route", None), ("test PSNR [dB]", "test_psnr_db", 2),
@@ -383,6 +433,7 @@ def routes_markdown(table: dict) -> str:
     cells = [[_fmt(row.get(k), d) if d is not None else _fmt(row.get(k)) for _, k, d in cols]
              for row in table["rows"]]
     lines = ["# Routes: KL-VAE + latent diffusion vs VQ-VAE + VQ-Diffusion", "",
+             f"**Verdict.** {routes_verdict(table)}", "",
              markdown_table([c for c, _, _ in cols], cells)]
     d = table["decision"]
     lines += ["", f"Phase-1 rule (reconstruction only): **{d['verdict']}**"]
