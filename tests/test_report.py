@@ -89,8 +89,64 @@ def test_report_holds_runs_decision_routes_and_embedded_pictures(experiment, tmp
     assert re.search(r"<td>phase1</td><td>vqvae</td><td>24.5</td><td>21.5</td><td>23.65</td>",
                      page), "the decision row"
     # routes: the union of the rows' columns, blanks where a route lacks one
-    assert "<th>route</th><th>test/psnr</th><th>cond_acc</th><th>fd_ratio</th>" in page
+    # readable headers: a key the report does not know shows with spaces for underscores
+    assert "<th>route</th><th>test/psnr</th><th>cond acc</th><th>fd ratio</th>" in page
     assert "<td>kl+ldm</td><td>21.5</td><td></td><td>3.2</td>" in page
+
+
+ROUTE_ROWS = [  # two routes as experiment=routes writes them (units in the key names)
+    {"route": route, "autoencoder": ae, "prior": prior, "test_psnr_db": psnr, "test_ssim": 0.81,
+     "codebook_usage": usage, "conditional_accuracy": acc, "fd_samples_test": 12.3456,
+     "fd_floor": 1.2345, "fd_ratio_to_floor": 10.0, "tstr_acc": 0.5, "trtr_acc": 1.0,
+     "tstr_trtr_ratio": 0.5, "samples_per_second": speed, "sampling_steps": 50,
+     "guidance": 2.0, "autoencoder_parameters": 1234567, "prior_parameters": 7654321,
+     "autoencoder_wall_s": 100.0, "prior_wall_s": wall}
+    for route, ae, prior, psnr, usage, acc, speed, wall in (
+        ("kl", "klvae", "latentdiffusion", 24.13, None, 0.91, 12.0, 200.0),
+        ("vq", "vqvae", "vqdiffusion", 23.77, 0.975, 0.375, 40.5, 30.0))]
+
+
+@pytest.fixture
+def routes_folder(tmp_path) -> Path:
+    """A routes folder as experiment=routes leaves it, made by hand (no training): the stage
+    runs (klvae with `trained_steps`, the others without), routes.json and eval_*/metrics.json
+    with per-class accuracy and the judge's vote shares."""
+    out = tmp_path / "routes"
+    for stage, model in (("klvae", "klvae"), ("vqvae", "vqvae"), ("classifier", "classifier"),
+                         ("latentdiffusion", "latentdiffusion"), ("vqdiffusion", "vqdiffusion")):
+        fake_run(out / stage, model, [20.0, 22.0], usage=0.9 if stage == "vqvae" else None)
+    summary = RunSummary.read(out / "klvae")
+    summary.update(trained_steps=504, data={"class_names": ["walking", "falling"]}).write()
+    shares = {"kl": {"walking": 0.52, "falling": 0.48}, "vq": {"walking": 0.715, "falling": 0.285}}
+    accuracy = {"kl": {"walking": 0.92, "falling": 0.9}, "vq": {"walking": 0.7, "falling": 0.05}}
+    for route in ("kl", "vq"):
+        (out / f"eval_{route}").mkdir()
+        (out / f"eval_{route}" / "metrics.json").write_text(json.dumps({
+            "metrics": {"conditional_accuracy": 0.5},
+            "conditional_accuracy": {"per_class": accuracy[route]},
+            "judge": {"samples": {"predicted_share": shares[route]}}}))
+    (out / "routes.json").write_text(json.dumps({
+        "rows": ROUTE_ROWS, "decision": {"verdict": "klvae", "reasons": []},
+        "classifier": {"test_acc": 1.0}, "data_key": "radar-abc-16x16-split1",
+        "stages": {s: {"dir": s, "reused": False, "status": "finished"}
+                   for s in ("klvae", "vqvae", "classifier", "latentdiffusion", "vqdiffusion")}}))
+    return out
+
+
+def test_report_of_routes_has_verdict_readable_headers_per_class_and_stage_steps(routes_folder):
+    page = build_report([routes_folder])
+    assert "<b>Verdict.</b> The KL route (klvae + latentdiffusion) generates" in page
+    assert "+53.5 points" in page and "it agrees." in page
+    assert "<th>conditional accuracy</th>" in page and "<th>samples/s</th>" in page
+    assert "conditional_accuracy</th>" not in page, "no raw snake_case header"
+    # per class: accuracies, then vote shares, per route
+    assert ("<th>class</th><th>KL accuracy</th><th>VQ accuracy</th><th>KL vote share</th>"
+            "<th>VQ vote share</th>") in page
+    assert "<td>falling</td><td>0.9</td><td>0.05</td><td>0.48</td><td>0.285</td>" in page
+    # stage steps: trained_steps when recorded, else max epochs; and the data settings
+    assert "<td>klvae</td><td>klvae</td><td>no</td><td>504 steps</td>" in page
+    assert "<td>vqvae</td><td>vqvae</td><td>no</td><td>max epochs 2</td>" in page
+    assert "<td>data key</td><td>radar-abc-16x16-split1</td>" in page
 
 
 def test_report_command_takes_several_folders(experiment, tmp_path):
@@ -143,6 +199,29 @@ window.addEventListener('load', () => {
     assert images.group(1) == images.group(2) == "7", "every embedded PNG decoded"
     # runs compared, decisions, routes, and per run: config highlights + final metrics
     assert int(tables.group(1)) == 3 + 2 * 2
+
+
+def test_routes_tables_fit_a_1400_px_page_in_headless_chromium(routes_folder, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    probe = tmp_path / "probe.html"
+    probe.write_text(build_report([routes_folder]).replace("</body>", """<script>
+window.addEventListener('load', () => {
+  const widths = [...document.querySelectorAll('table.routes')].map(t => t.getBoundingClientRect().right);
+  document.body.setAttribute('data-routes', widths.length + ':' + Math.ceil(Math.max(...widths)));
+  document.body.setAttribute('data-page', document.documentElement.scrollWidth);
+});</script></body>"""))
+    proc = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                           "--window-size=1400,1800", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    routes = re.search(r'data-routes="(\d+):(\d+)"', proc.stdout)
+    page = re.search(r'data-page="(\d+)"', proc.stdout)
+    assert routes and page, proc.stdout[:2000]
+    assert int(routes.group(2)) <= 1400, f"a routes table ends at {routes.group(2)} px"
+    assert int(routes.group(1)) >= 4, "quality, cost, per class, stages"
+    assert int(page.group(1)) <= 1400, f"the page is {page.group(1)} px wide"
 
 
 def test_a_corrupt_summary_is_reported_as_unreadable_with_the_json_error(tmp_path):

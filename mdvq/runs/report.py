@@ -47,7 +47,8 @@ FIGURES = [("spectrograms", "reconstructions"), ("samples", "samples"),
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:3px 8px;
-font-size:13px;text-align:left}th{background:#eee}img{max-width:100%;border:1px solid #ddd}
+font-size:13px;text-align:left}th{background:#eee}table.routes th{max-width:9em;
+overflow-wrap:break-word}img{max-width:100%;border:1px solid #ddd}
 section.run{border-top:2px solid #888;margin-top:2em}figure{display:inline-block;margin:.5em}
 figcaption{font-size:12px;color:#555}.bad{color:#a00}.good{color:#070}code{font-size:12px}
 """
@@ -278,14 +279,115 @@ def decision_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
                   "usage VQ", "usage threshold", "data key", "reasons"], rows, "decisions")
 
 
-def routes_table(path: Path, label: str) -> str:
-    """The `rows` of a `routes.json` as a table (columns: the union of the rows' keys)."""
-    from mdvq.runs.experiments import read_routes
+#: readable headers of the routes table's keys (units in brackets); a key not named here is
+#: shown with its underscores as spaces. The first group is what each route achieves, the rest
+#: (cost, sizes and any other key) goes into a second table, so each fits a 1400 px page.
+ROUTE_HEADERS = {
+    "route": "route", "autoencoder": "autoencoder", "prior": "prior",
+    "test_psnr_db": "test PSNR [dB]", "test_ssim": "test SSIM",
+    "codebook_usage": "codebook usage", "conditional_accuracy": "conditional accuracy",
+    "fd_samples_test": "FD samples/test", "fd_floor": "FD floor (train/test)",
+    "fd_ratio_to_floor": "FD / floor", "tstr_acc": "TSTR acc.", "trtr_acc": "TRTR acc.",
+    "tstr_trtr_ratio": "TSTR / TRTR",
+    "samples_per_second": "samples/s", "sampling_steps": "sampling steps",
+    "guidance": "guidance", "autoencoder_parameters": "autoencoder params",
+    "prior_parameters": "prior params", "autoencoder_wall_s": "autoencoder wall [s]",
+    "prior_wall_s": "prior wall [s]",
+}
+_QUALITY = ("route", "autoencoder", "prior", "test_psnr_db", "test_ssim", "codebook_usage",
+            "conditional_accuracy", "fd_samples_test", "fd_floor", "fd_ratio_to_floor",
+            "tstr_acc", "trtr_acc", "tstr_trtr_ratio")
 
-    rows = read_routes(path)["rows"]
+
+def _header(key: str) -> str:
+    return ROUTE_HEADERS.get(key, key.replace("_", " "))
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _per_class(folder: Path, rows: Sequence[dict]) -> str:
+    """Per class and route: the conditional accuracy (fraction of the samples asked for the
+    class that the judge puts in it) and the judge's vote share (fraction of all of a route's
+    samples it assigns to the class; far above 1/K: the prior collapsed onto that class), from
+    `eval_<route>/metrics.json` beside `routes.json`."""
+    found = {}
+    for row in rows:
+        route = row.get("route")
+        metrics = _read_json(folder / f"eval_{route}" / "metrics.json")
+        accuracy = (metrics.get("conditional_accuracy") or {}).get("per_class")
+        share = ((metrics.get("judge") or {}).get("samples") or {}).get("predicted_share") or {}
+        if isinstance(accuracy, dict):
+            found[route] = (accuracy, share)
+    if not found:
+        return ""
+    classes = list(dict.fromkeys(c for acc, _ in found.values() for c in acc))
+    header = ["class", *(f"{r.upper()} accuracy" for r in found),
+              *(f"{r.upper()} vote share" for r in found)]
+    cells = [[c, *(acc.get(c) for acc, _ in found.values()),
+              *(share.get(c) for _, share in found.values())] for c in classes]
+    return ("<p>Per class: conditional accuracy, and the share of each route's samples the "
+            "judge votes for the class (1/K when balanced).</p>" + table(header, cells, "routes"))
+
+
+def _stages(folder: Path, stages: dict) -> str:
+    """One row per stage of a routes run: its folder, whether it was reused, the optimiser steps
+    it trained (`trained_steps` of its summary when recorded, else its `trainer.max_epochs`), its
+    wall time in s; then the data settings of the first stage (data set, image size, classes)."""
+    rows, data = [], None
+    for name, stage in stages.items():
+        run_dir = Path(stage.get("dir") or name)
+        summary = _read_json((run_dir if run_dir.is_absolute() else folder / run_dir)
+                             / "summary.json")
+        config = summary.get("config") or {}
+        steps = summary.get("trained_steps")
+        trained = (f"{steps} steps" if steps is not None else
+                   f"max epochs {dotted(config, 'trainer.max_epochs')}" if config else "")
+        rows.append((name, str(stage.get("dir") or name), stage.get("reused"), trained,
+                     summary.get("wall_time_s")))
+        if data is None and config:
+            data = [("data key", summary.get("data_key")),
+                    ("image size (F, T)", dotted(config, "data.image_size")),
+                    ("classes", (summary.get("data") or {}).get("class_names")),
+                    ("split counts", (summary.get("data") or {}).get("split_counts"))]
+    parts = [table(["stage", "folder", "reused", "trained", "wall time [s]"], rows, "routes")]
+    if data:
+        parts.append(table(["data setting", "value"], [d for d in data if d[1] is not None],
+                           "routes"))
+    return "".join(parts)
+
+
+def routes_table(path: Path, label: str) -> str:
+    """A `routes.json`: the phase-2 verdict (`routes_verdict`), then its rows as two tables
+    with readable headers (what each route achieves; its cost and sizes), the per-class
+    accuracy and vote shares per route, the stages (steps trained) and the data settings."""
+    from mdvq.runs.experiments import read_routes, routes_verdict
+
+    routes = read_routes(path)
+    rows = routes["rows"]
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    return (f"<h3>{html.escape(label)}</h3>"
-            + table(columns, [[r.get(c) for c in columns] for r in rows], "routes"))
+    quality = [c for c in columns if c in _QUALITY]
+    cost = ["route", *(c for c in columns if c not in _QUALITY)]
+    if len(quality) <= 1:  # rows of unknown keys only: one table
+        quality, cost = columns, []
+    parts = [f"<h3>{html.escape(label)}</h3>",
+             f"<p class='verdict'><b>Verdict.</b> {html.escape(routes_verdict(routes))}</p>",
+             table([_header(c) for c in quality], [[r.get(c) for c in quality] for r in rows],
+                   "routes")]
+    if len(cost) > 1:
+        parts.append(table([_header(c) for c in cost], [[r.get(c) for c in cost] for r in rows],
+                           "routes"))
+    parts.append(_per_class(path.parent, rows))
+    if isinstance(routes.get("stages"), dict):
+        parts.append(_stages(path.parent, routes["stages"]))
+    return "".join(parts)
 
 
 def evaluation_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
