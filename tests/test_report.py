@@ -233,3 +233,19 @@ def test_a_corrupt_summary_is_reported_as_unreadable_with_the_json_error(tmp_pat
     assert "no summary.json" not in page, "the file is there; it is unreadable"
     assert "Unreadable run summaries" in page and "runs/broken/summary.json" in page
     assert re.search(r"unreadable run summary \(Expecting .*line 3 column \d+", page), page[-800:]
+
+
+def test_real_examples_of_a_preview_folder_sit_beside_the_samples_and_it_is_not_a_run(tmp_path):
+    import numpy as np
+
+    from mdvq.core.samples import write_samples
+
+    out = tmp_path / "exp"
+    png(out / "preview" / "preview.png", "gray")  # task=preview leaves no summary.json
+    images = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    write_samples(out / "samples_kl", images, np.array([0, 0, 1, 1]),
+                  {"class_names": ["walking", "falling"], "steps": 4})
+    page = build_report([out])
+    assert "Data previews (not runs)" in page and "0 runs from" in page
+    samples = page.split("<h2>Samples</h2>")[1].split("<h2>")[0]
+    assert "real examples, one per class (preview/preview.png)" in samples

@@ -193,6 +193,8 @@ def discover(folders: Sequence[str | os.PathLike]) -> dict:
         "routes": below("routes.json"),
         "evaluations": [p for p in below("metrics.json") if (p.parent / "metrics.md").is_file()],
         "samples": [p.parent for p in below("meta.json") if (p.parent / "samples.npy").is_file()],
+        # `task=preview` folders: real examples (one per class), not runs (no summary.json)
+        "previews": [p for p in below("preview.png") if not (p.parent / "summary.json").is_file()],
     }
 
 
@@ -410,8 +412,9 @@ def evaluation_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
     return table(["evaluation", *keys], rows, "evaluations")
 
 
-def samples_section(directory: Path, label: str) -> str:
-    """A samples folder: its grid (one row per class) and the sampler settings."""
+def samples_section(directory: Path, label: str, real: Path | None = None) -> str:
+    """A samples folder: its grid (one row per class) and the sampler settings; `real` (a
+    `preview.png` of real examples, one per class) is shown beside the grid when given."""
     from mdvq.core.samples import load_samples
 
     samples = load_samples(directory)
@@ -423,6 +426,9 @@ def samples_section(directory: Path, label: str) -> str:
     grid = directory / "grid.png"
     if grid.is_file():
         parts.append(img_tag(grid.read_bytes(), f"{label} samples", "samples, one row per class"))
+    if real is not None:
+        parts.append(img_tag(real.read_bytes(), "real examples",
+                             f"real examples, one per class ({real.parent.name}/preview.png)"))
     return "".join(parts)
 
 
@@ -459,12 +465,18 @@ def build_report(folders: Sequence[str | os.PathLike], title: str = "mdvq report
         parts.append("<h2>Samples</h2>")
         for directory in found["samples"]:
             try:
-                parts.append(samples_section(directory, _label(directory, roots)))
+                real = found["previews"][0] if found["previews"] else None
+                parts.append(samples_section(directory, _label(directory, roots), real))
             except (ValueError, FileNotFoundError) as err:
                 log.warning("%s", err)
+    if found["previews"]:  # listed as what they are, not as runs
+        parts.append("<h2>Data previews (not runs)</h2>" + "".join(
+            img_tag(p.read_bytes(), "data preview", f"{_label(p.parent, roots)}: real examples, "
+                    "one per class (task=preview; not a run: no summary.json)")
+            for p in found["previews"]))
     parts += [run_section(r, labels[r.run_dir]) for r in runs]
     if not runs and not any(found[k] for k in ("decisions", "routes", "evaluations", "samples",
-                                               "unreadable")):
+                                               "unreadable", "previews")):
         parts.append("<p class='bad'>Nothing to report: no summary.json, decision.json, "
                      "routes.json, metrics.json or samples folder below these folders.</p>")
     return "\n".join(parts) + "</body></html>\n"
