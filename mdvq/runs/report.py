@@ -358,7 +358,9 @@ def _stages(folder: Path, stages: dict) -> str:
             data = [("data key", summary.get("data_key")),
                     ("image size (F, T)", dotted(config, "data.image_size")),
                     ("classes", (summary.get("data") or {}).get("class_names")),
-                    ("split counts", (summary.get("data") or {}).get("split_counts"))]
+                    ("examples per split", ", ".join(
+                        f"{k} {v}" for k, v in
+                        ((summary.get("data") or {}).get("split_counts") or {}).items()) or None)]
     parts = [table(["stage", "folder", "reused", "trained", "wall time [s]"], rows, "routes")]
     if data:
         parts.append(table(["data setting", "value"], [d for d in data if d[1] is not None],
