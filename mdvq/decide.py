@@ -57,7 +57,8 @@ def main(argv: list[str]) -> Path:
 
         routes = Path(runs[0])
         table = read_routes(routes)
-        runs = [routes / "vqvae", routes / "klvae"]
+        stages = table.get("stages") or {}  # a stage reused from elsewhere names its folder
+        runs = [routes / ((stages.get(s) or {}).get("dir") or s) for s in ("vqvae", "klvae")]
     elif len(runs) != 2:
         raise cli.UsageError(f"expected VQ_RUN KL_RUN or one routes folder, got {runs}")
     decision = decide_runs(runs[0], runs[1], **limits, force=opts["force"])

@@ -141,6 +141,8 @@ def test_routes_reuse_skips_the_named_autoencoder_stages(finished, tmp_path):
     assert prior["model"]["autoencoder"] == str((done / "klvae").resolve())
     prior = json.loads((out / "vqdiffusion" / "summary.json").read_text())["config"]
     assert prior["model"]["vqvae"] == str((done / "vqvae").resolve())
+    decide_main([str(out)])  # mdvq.decide finds the reused autoencoders where routes.json says
+    assert json.loads((out / "decision.json").read_text())["verdict"] in ("klvae", "vqvae")
 
 
 def test_routes_reuse_refuses_a_run_of_other_data_naming_both_keys(finished, tmp_path):
