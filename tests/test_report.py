@@ -147,6 +147,7 @@ def test_report_of_routes_has_verdict_readable_headers_per_class_and_stage_steps
     assert "<td>klvae</td><td>klvae</td><td>no</td><td>504 steps</td>" in page
     assert "<td>vqvae</td><td>vqvae</td><td>no</td><td>max epochs 2</td>" in page
     assert "<td>data key</td><td>radar-abc-16x16-split1</td>" in page
+    assert "trained 504 optimiser steps" in page, "the klvae run's own section says so too"
 
 
 def test_report_command_takes_several_folders(experiment, tmp_path):

@@ -216,7 +216,9 @@ def run_section(run: RunSummary, label: str) -> str:
              f'<b class="{css}">{html.escape(status)}</b>, data '
              f'<code>{html.escape(str(run.data_key))}</code>'
              + (f", wall time {fmt(run.data.get('wall_time_s'))} s" if run.data.get("wall_time_s")
-                else "") + "</p>"]
+                else "")
+             + (f", trained {fmt(run.data.get('trained_steps'))} optimiser steps"
+                if run.data.get("trained_steps") is not None else "") + "</p>"]
     if run.data.get("error"):
         parts.append(f'<p class="bad">error: {html.escape(str(run.data["error"]))}</p>')
     config = run.config
