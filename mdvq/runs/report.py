@@ -5,8 +5,10 @@ folder (a `summary.json`, read with `RunSummary`) found below the given folders 
 with its config highlights, final metrics, learning curves (from the Lightning CSV log), the
 latest reconstruction / sample grids and the codebook-usage figure; then the tables across
 runs: the runs compared (`mdvq.runs.sweeps`), every phase-1 decision (`decision.json`), every
-routes table (`routes.json` rows), every generation evaluation (`metrics.json`) and every
-samples folder's grid. Pictures are embedded as base64 PNGs, so the one file can be mailed,
+routes table (`routes.json`: the verdict, the rows in two tables that fit a 1400 px page, per-class
+accuracy and the judge's vote shares per route, the steps each stage trained, the data settings),
+every generation evaluation (`metrics.json`) and every samples folder's grid, beside the real
+examples of a `task=preview` folder when there is one (listed as a data preview, not a run). Pictures are embedded as base64 PNGs, so the one file can be mailed,
 attached to an issue or opened offline.
 """
 
