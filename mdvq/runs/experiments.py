@@ -85,13 +85,21 @@ class StageFailed(RuntimeError):
     """A stage of a multi-stage experiment failed; the message names it. Finished stages stay."""
 
 
+#: callbacks that decide how long a stage trains: part of the fingerprint (a prior trained before
+#: it had a step budget is trained again, not reused)
+_TRAINING_LENGTH = ("training_budget",)
+
+
 def config_fingerprint(config: dict) -> str:
     """A hash of a resolved config without where its outputs go (`paths`, ...): two runs with
-    the same fingerprint trained the same model on the same data."""
+    the same fingerprint trained the same model on the same data for the same length (the
+    callbacks of `_TRAINING_LENGTH` count, the other callbacks do not)."""
     import hashlib
     import json
 
     kept = {k: v for k, v in config.items() if k not in _VOLATILE}
+    callbacks = config.get("callbacks") or {}
+    kept["training_length"] = {k: callbacks.get(k) for k in _TRAINING_LENGTH if k in callbacks}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
