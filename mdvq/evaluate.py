@@ -25,6 +25,8 @@ OPTIONS = [
     cli.Arg("out", str, cli.REQUIRED, "output folder: metrics.json, metrics.md, tstr/"),
     cli.Arg("cache_dir", str, None, "where the real data are cached, if not where the run says"),
     cli.Arg("tstr", bool, True, "train the train-on-synthetic classifier"),
+    cli.Arg("tstr_min_steps", int, None, "least optimiser steps of the TSTR classifier (None: "
+            "the classifier run's callbacks.training_budget.min_steps, 500 by default)"),
     cli.Arg("seed", int, None, "seed of the floor subsets and the TSTR run (None: the run's)"),
     cli.Arg("floor_repeats", int, 5, "random train subsets the FD floor is averaged over"),
     cli.Arg("batch_size", int, 256, "images per forward pass for predictions and features"),
@@ -49,6 +51,7 @@ def main(argv: list[str]) -> dict:
     """Parse `argv`, evaluate, print and write the metrics; returns them."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options, trainer_overrides, data_overrides = parse_args(argv)
+    from mdvq.callbacks.budget import budget_like
     from mdvq.core.samples import load_samples
     from mdvq.evaluation.classifier_run import load_classifier_run
     from mdvq.evaluation.generation import evaluate_generation, format_markdown
@@ -60,6 +63,7 @@ def main(argv: list[str]) -> dict:
         run, samples, options["out"], tstr=options["tstr"], trainer_overrides=trainer_overrides,
         batch_size=options["batch_size"], seed=options["seed"], device=options["device"],
         floor_repeats=options["floor_repeats"],
+        tstr_callbacks=[budget_like(run.config, options["tstr_min_steps"])],
         command=" ".join(["python -m mdvq.evaluate", *map(shlex.quote, argv)]),
     )
     if options["wandb"]:

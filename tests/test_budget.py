@@ -101,3 +101,97 @@ def test_enough_steps_or_deliberate_limits_leave_the_run_alone():
 def test_bad_arguments_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=f"callbacks.training_budget.{key}"):
         TrainingBudget(**kwargs)
+
+
+class Validations(L.Callback):
+    """The epochs (0-based) after which validation ran (sanity check excluded)."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.epochs.append(trainer.current_epoch)
+
+
+class TinyVal(Tiny):
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", ((batch[0].mean() - self.w) ** 2).sum())
+
+
+def fit_validated(budget, tmp_path, **kw):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    seen = Validations()
+    last = ModelCheckpoint(dirpath=tmp_path, filename="last-{epoch}", monitor=None, save_top_k=1)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[budget, seen, last], **kw)
+    trainer.fit(TinyVal(), train_dataloaders=loader(), val_dataloaders=loader())
+    return trainer, seen, last
+
+
+def test_validation_cadence_hand_values():
+    from mdvq.callbacks.budget import validation_cadence
+
+    assert validation_cadence(50, 4, 125) == (12, 132)  # 100 examples: every 12 epochs = 48 steps
+    assert validation_cadence(50, 5, 101) == (10, 110)  # 148 examples, the VQ prior's 504 steps
+    assert validation_cadence(50, 66, 8) == (1, 8)  # epochs longer than the interval: every epoch
+    assert validation_cadence(None, 4, 125) == (1, 125)  # null: every epoch
+    assert validation_cadence(50, 4, 125, max_epochs=125) == (5, 125)  # capped: a divisor of 125
+
+
+def test_validation_cadence_follows_the_budget_on_a_tiny_set(tmp_path):
+    # 100 examples / 32 = 4 steps per epoch; 40 steps -> 10 epochs; validate every 12 steps
+    # = every 3 epochs, the count rounded up to 12 so that the last epoch is validated
+    budget = TrainingBudget(min_steps=40, val_every_steps=12)
+    trainer, seen, last = fit_validated(budget, tmp_path / "small", max_epochs=2)
+    assert budget.val_every_n_epochs == 3 and budget.epochs == 12
+    assert trainer.check_val_every_n_epoch == 3 and trainer.global_step == 48
+    assert seen.epochs == [2, 5, 8, 11]  # the last epoch (11) included
+    assert Path(last.last_model_path or last.best_model_path).name == "last-epoch=11.ckpt"
+    # the budget not raised (enough steps): every epoch, as before
+    budget = TrainingBudget(min_steps=8, val_every_steps=12)
+    trainer, seen, _ = fit_validated(budget, tmp_path / "large", max_epochs=3)
+    assert budget.val_every_n_epochs is None and trainer.check_val_every_n_epoch == 1
+    assert seen.epochs == [0, 1, 2]
+    # an explicit cadence is the user's: kept
+    budget = TrainingBudget(min_steps=40, val_every_steps=12)
+    trainer, seen, _ = fit_validated(budget, tmp_path / "own", max_epochs=2,
+                                     check_val_every_n_epoch=5)
+    assert budget.val_every_n_epochs is None and budget.epochs == 10 and seen.epochs == [4, 9]
+    # the shipped config validates about every 50 steps once the budget raised the epochs
+    shipped = OmegaConf.load(CONF / "callbacks" / "training_budget.yaml").training_budget
+    assert shipped.val_every_steps == 50
+
+
+# The default simulated data's training split (split v2, subject-disjoint; experiments/routes/
+# README.md): the priors' budgets are the steps they take on it, so its run is unchanged.
+DEFAULT_TRAIN_EXAMPLES = 2010
+
+
+@pytest.mark.parametrize("experiment, steps", [("vqdiffusion", 504), ("latentdiffusion", 1920)])
+def test_each_prior_has_the_budget_of_its_default_data_steps(experiment, steps):
+    from conftest import compose_cfg
+
+    cfg = compose_cfg([f"experiment={experiment}"])
+    batch = cfg.model.get("batch_size") or cfg.data.datamodule.batch_size
+    default_steps = math.ceil(DEFAULT_TRAIN_EXAMPLES / batch) * cfg.trainer.max_epochs
+    assert cfg.callbacks.training_budget.min_steps == default_steps == steps
+    assert epochs_for_budget(steps, math.ceil(DEFAULT_TRAIN_EXAMPLES / batch),
+                             cfg.trainer.max_epochs) == cfg.trainer.max_epochs  # unchanged
+    # 148 training windows (issue 26's recordings): the prior is no longer cut short
+    assert epochs_for_budget(steps, math.ceil(148 / batch), cfg.trainer.max_epochs) \
+        * math.ceil(148 / batch) >= steps
+
+
+def test_tstr_budget_is_the_judge_classifiers():
+    from mdvq.callbacks.budget import budget_like
+
+    judge = OmegaConf.create({"callbacks": {"training_budget": {
+        "_target_": "mdvq.callbacks.budget.TrainingBudget", "min_steps": 300,
+        "max_epochs": None, "val_every_steps": 20}}})
+    budget = budget_like(judge)
+    assert (budget.min_steps, budget.val_every_steps) == (300, 20)
+    assert budget_like(judge, min_steps=120).min_steps == 120  # routes.tstr_min_steps
+    assert budget_like(OmegaConf.create({})).min_steps == 500  # a run without one: the default

@@ -224,6 +224,22 @@ def test_command_line_writes_metrics_with_tstr(classifier_dir, classifier_run, t
         assert f"| {name} |" in md
 
 
+def test_tstr_classifier_trains_to_its_budget(classifier_dir, classifier_run, tmp_path, capsys):
+    """The TSTR trainer carries the judge's training budget: the judge of these tests has
+    min_steps=0 (2 epochs stay 2), `tstr_min_steps=30` raises the epochs of the few samples."""
+    samples = real_test_samples(classifier_run, tmp_path / "samples")
+    n = len(np.load(samples / "labels.npy"))
+    per_epoch = -(-n // classifier_run.datamodule.batch_size)
+    for extra, out in (([], tmp_path / "plain"), (["tstr_min_steps=30"], tmp_path / "budget")):
+        args = [f"classifier={classifier_dir}", f"samples={samples}", f"out={out}",
+                "trainer.max_epochs=2", "seed=7", "floor_repeats=1", *extra]
+        assert run_command(evaluate_main, args) == 0, capsys.readouterr().err[-3000:]
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())["tstr"]
+    assert plain["epochs"] == 2 and plain["steps"] == 2 * per_epoch
+    tstr = json.loads((tmp_path / "budget" / "metrics.json").read_text())["tstr"]
+    assert 2 * per_epoch < 30 <= tstr["steps"] == tstr["epochs"] * per_epoch
+
+
 def test_command_line_reports_bad_samples_by_file(classifier_dir, classifier_run, tmp_path, capsys):
     samples = real_test_samples(classifier_run, tmp_path / "samples")
     meta = json.loads((samples / "meta.json").read_text())

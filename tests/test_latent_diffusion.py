@@ -361,3 +361,20 @@ def test_training_takes_the_measured_scale_and_refuses_phase1_callbacks(tmp_path
                 callbacks=[ModelCheckpoint(dirpath=tmp_path, monitor="val/psnr")])
     with pytest.raises(ValueError, match="experiment=latentdiffusion"):
         t.fit(tiny_prior(kl), ToyLatents(4))
+
+
+@pytest.mark.parametrize("n_per_class", [20, 64])
+def test_prior_trains_the_budgeted_steps_on_a_small_set(tmp_path, n_per_class):
+    """experiment=latentdiffusion carries a training budget (its own min_steps, here lowered to
+    150 to stay quick): 40 latents (2 steps per epoch, 120 in 60 epochs) train at least 150
+    steps, 128 (4 per epoch, 240 in 60 epochs) keep their 60 epochs."""
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=latentdiffusion"])
+    budget = instantiate(cfg.callbacks.training_budget, min_steps=150)
+    t = trainer(max_epochs=cfg.trainer.max_epochs, callbacks=[budget], limit_val_batches=0)
+    t.fit(tiny_prior(save_tiny_kl(tmp_path / "kl")), ToyLatents(n_per_class))
+    if n_per_class == 20:
+        assert t.global_step >= 150 and t.current_epoch == budget.epochs > 60
+    else:
+        assert t.global_step == 240 and t.current_epoch == 60

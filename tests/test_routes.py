@@ -122,6 +122,24 @@ def test_n_per_class_null_samples_as_many_as_the_real_training_split(finished):
     assert meta["n_per_class"] == expected and expected != 4
 
 
+def test_every_stage_records_and_tabulates_its_steps_and_wall_time(finished):
+    tmp, _, table = finished
+    out = tmp / "routes"
+    md = (out / "routes.md").read_text()
+    assert "| stage | optimiser steps | epochs | wall [s] | reused |" in md
+    for stage in STAGES:
+        summary = json.loads((out / stage / "summary.json").read_text())
+        # SHORT: 1 epoch of at most 2 batches (the latent prior's batch of 64 takes all 14
+        # training latents in 1); summary.json says what ran
+        steps = summary["trained_steps"]
+        assert steps == (1 if stage == "latentdiffusion" else 2) and summary["epochs"] == 1, stage
+        row = table["stages"][stage]
+        assert row["trained_steps"] == steps and row["wall_time_s"] == summary["wall_time_s"]
+        assert f"| {stage} | {steps} | 1 | {summary['wall_time_s']:.0f} |" in md, stage
+    kl, vq = table["rows"]
+    assert (kl["prior_steps"], vq["prior_steps"], vq["autoencoder_steps"]) == (1, 2, 2)
+
+
 def test_routes_reuse_skips_the_named_autoencoder_stages(finished, tmp_path):
     tmp, cache, _ = finished
     done = tmp / "routes"
@@ -133,8 +151,9 @@ def test_routes_reuse_skips_the_named_autoencoder_stages(finished, tmp_path):
     assert not (out / "klvae").exists() and not (out / "vqvae").exists(), "not trained again"
     assert before == {s: (done / s / "summary.json").stat().st_mtime_ns for s in ("klvae", "vqvae")}
     for stage in ("klvae", "vqvae"):
-        assert table["stages"][stage] == {"dir": str((done / stage).resolve()), "reused": True,
-                                          "status": "finished"}
+        row = table["stages"][stage]
+        assert (row["dir"], row["reused"], row["status"]) == (
+            str((done / stage).resolve()), True, "finished")
     on_disk = json.loads((out / "routes.json").read_text())
     assert on_disk["stages"]["klvae"]["dir"] == str((done / "klvae").resolve())
     prior = json.loads((out / "latentdiffusion" / "summary.json").read_text())["config"]

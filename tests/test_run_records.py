@@ -218,3 +218,16 @@ def test_an_old_run_config_names_todays_reader_classes(tmp_path):
     assert run.config["data"]["datamodule"]["source"]["_target_"] == "mdvq.data.iq.IQSource"
     assert run.config["model"]["_target_"] == "a.B"
     assert old["data"]["datamodule"]["source"]["_target_"] == "mdvq.data.formats.IQSource"
+
+
+def test_a_stage_without_the_step_budget_is_not_reused():
+    """The fingerprint that decides reuse counts the training budget, not other callbacks: a
+    prior trained before it had a step budget is trained again."""
+    from mdvq.runs.experiments import config_fingerprint
+
+    base = {"model": {"lr": 1e-3}, "callbacks": {"spectrogram_grid": {"every": 1}}}
+    budgeted = {**base, "callbacks": {**base["callbacks"], "training_budget": {"min_steps": 504}}}
+    assert config_fingerprint(base) != config_fingerprint(budgeted)
+    other_figures = {**budgeted, "callbacks": {**budgeted["callbacks"],
+                                               "spectrogram_grid": {"every": 5}}}
+    assert config_fingerprint(other_figures) == config_fingerprint(budgeted)

@@ -294,3 +294,20 @@ def test_phase1_callbacks_are_refused_with_a_hint(tmp_path):
                 callbacks=[ModelCheckpoint(dirpath=tmp_path, monitor="val/psnr")])
     with pytest.raises(ValueError, match="experiment=vqdiffusion"):
         t.fit(tiny_prior(vq), ToyCodes(4))
+
+
+@pytest.mark.parametrize("n_per_class", [20, 64])
+def test_prior_trains_the_budgeted_steps_on_a_small_set(tmp_path, n_per_class):
+    """experiment=vqdiffusion carries a training budget (its own min_steps, here lowered to 30
+    to stay quick): 40 examples (2 steps per epoch, 16 in 8 epochs) train at least 30 steps,
+    128 examples (4 per epoch, 32 in 8 epochs) keep their 8 epochs."""
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=vqdiffusion"])
+    budget = instantiate(cfg.callbacks.training_budget, min_steps=30)
+    t = trainer(max_epochs=cfg.trainer.max_epochs, callbacks=[budget])
+    t.fit(tiny_prior(save_tiny_vq(tmp_path / "vq")), ToyCodes(n_per_class))
+    if n_per_class == 20:
+        assert t.global_step >= 30 and t.current_epoch == budget.epochs > 8
+    else:
+        assert t.global_step == 32 and t.current_epoch == 8

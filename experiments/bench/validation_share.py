@@ -10,6 +10,13 @@ data load). Prints a markdown table.
 
     python experiments/bench/validation_share.py                       # bf16-mixed (default)
     python experiments/bench/validation_share.py trainer.precision=32-true
+
+With `--whole-run` it trains whole epochs under the training budget instead (set its
+`callbacks.training_budget.min_steps` / `val_every_steps` in OVERRIDES) and reports validation's
+share of the whole run's training + validation time, with the steps, epochs and validations:
+
+    python experiments/bench/validation_share.py --whole-run data.datamodule.source.num_per_class=40 \
+        callbacks.training_budget.min_steps=120 callbacks.training_budget.val_every_steps=null
 """
 
 from __future__ import annotations
@@ -66,16 +73,25 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="training batches per epoch")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (the first is warm-up)")
     parser.add_argument("--out", default="outputs/validation_share", help="run folder")
+    parser.add_argument("--whole-run", action="store_true",
+                        help="whole epochs under the training budget; share of the whole run")
     args = parser.parse_args()
+    limits = [] if args.whole_run else [f"trainer.limit_train_batches={args.batches}",
+                                        "callbacks.training_budget.min_steps=0"]
     cfg = compose_config(["model=vqvae", "data=radar", f"trainer.max_epochs={args.epochs}",
-                          f"trainer.limit_train_batches={args.batches}",
-                          "trainer.enable_progress_bar=false", "test=false", "export=false",
-                          "callbacks.training_budget.min_steps=0",
-                          f"paths.output_dir={args.out}", *args.overrides])
+                          *limits, "trainer.enable_progress_bar=false", "test=false",
+                          "export=false", f"paths.output_dir={args.out}", *args.overrides])
     with open_dict(cfg):
         cfg.callbacks.epoch_timer = {"_target_": "__main__.EpochTimer"}  # made by train()
     summary = train(cfg)
     timer = EpochTimer.last
+    if args.whole_run:
+        train_s, val_s = sum(timer.batch_s), sum(timer.val_s)
+        print("| steps | epochs | validations | training s | validation s | validation share |\n"
+              "|---:|---:|---:|---:|---:|---:|\n"
+              f"| {summary['trained_steps']} | {summary['epochs']} | {len(timer.val_s)} "
+              f"| {train_s:.1f} | {val_s:.1f} | {100 * val_s / (train_s + val_s):.1f} % |")
+        return
     train_examples = summary["data"]["split_counts"]["train"]
     batch = int(cfg.data.datamodule.batch_size)
     per_epoch = -(-train_examples // batch)

@@ -64,6 +64,7 @@ def evaluate_generation(
     floor_repeats: int = 5,
     device: str = "cpu",
     command: str | None = None,
+    tstr_callbacks: list | tuple = (),
 ) -> dict:
     """Measure ``samples`` against ``run``'s real data; write ``out_dir/metrics.{json,md}``.
 
@@ -71,7 +72,9 @@ def evaluate_generation(
     TSTR trainer (e.g. ``{"max_epochs": 5}``). ``seed`` (default: the classifier run's) fixes
     the floor's training subsets and the TSTR run. The floor is the mean over
     ``floor_repeats`` random training subsets (its spread is reported as ``std``).
-    Returns the metrics dict (also written).
+    ``tstr_callbacks`` join the TSTR trainer's (the commands pass the judge classifier's
+    training budget, ``mdvq.callbacks.budget.budget_like``). Returns the metrics dict (also
+    written).
     """
     dm, model = run.datamodule, run.model.eval()
     check_compatible(samples, dm.class_names, dm.image_size, dm.freqs_hz, dm.times_s)
@@ -105,7 +108,8 @@ def evaluate_generation(
     if tstr:
         tstr_result = train_on_synthetic(
             run.config.model, run.config.trainer, samples.images, samples.labels, dm,
-            out_dir / "tstr", seed=seed, trainer_overrides=trainer_overrides, device=device)
+            out_dir / "tstr", seed=seed, trainer_overrides=trainer_overrides, device=device,
+            callbacks=tstr_callbacks)
     tstr_acc = tstr_result["acc"] if tstr_result else None
 
     summary_acc = ((run.summary or {}).get("metrics") or {}).get(TEST_ACC)

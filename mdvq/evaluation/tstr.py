@@ -74,15 +74,18 @@ def train_on_synthetic(
     seed: int = 1234,
     trainer_overrides: dict | None = None,
     device: str = "cpu",
+    callbacks: list | tuple = (),
 ) -> dict:
     """Train a fresh classifier from ``model_cfg`` on generated samples; test it on real data.
 
     ``trainer_cfg`` is the Lightning ``Trainer`` config of the train-on-real run (its
     callbacks and loggers are replaced: a checkpoint on ``val/acc`` under
     ``out_dir/checkpoints``, CSV metrics under ``out_dir/csv``); ``trainer_overrides`` (e.g.
-    ``{"max_epochs": 2}``) change it. ``real`` is the set-up real datamodule. Returns
-    ``{"acc": real test accuracy of the best checkpoint, "val_acc", "test_count",
-    "train_count", "epochs", "checkpoint"}``.
+    ``{"max_epochs": 2}``) change it. ``real`` is the set-up real datamodule. ``callbacks``
+    join the checkpoint, e.g. the judge's ``TrainingBudget`` (``mdvq.callbacks.budget.
+    budget_like``) so a small sample set trains as many optimiser steps as the judge did.
+    Returns ``{"acc": real test accuracy of the best checkpoint, "val_acc", "test_count",
+    "train_count", "epochs", "steps" (optimiser steps trained), "checkpoint"}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +97,7 @@ def train_on_synthetic(
                                  auto_insert_metric_name=False)
     tcfg = OmegaConf.merge(trainer_cfg, trainer_overrides or {})
     tcfg.default_root_dir = str(out_dir)
-    trainer: L.Trainer = instantiate(tcfg, callbacks=[checkpoint], precision=trainer_precision(tcfg),
+    trainer: L.Trainer = instantiate(tcfg, callbacks=[checkpoint, *callbacks], precision=trainer_precision(tcfg),
                                      logger=CSVLogger(out_dir, name="csv"))
     trainer.fit(model, datamodule=data)
     best = checkpoint.best_model_path
@@ -109,5 +112,6 @@ def train_on_synthetic(
         "test_count": count,
         "train_count": len(data.train_set),
         "epochs": int(trainer.current_epoch),
+        "steps": int(trainer.global_step),
         "checkpoint": best or None,
     }

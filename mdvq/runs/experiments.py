@@ -14,6 +14,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mdvq.callbacks.budget import budget_like
 from mdvq.core.compose import compose_config
 from mdvq.core.summary import RunSummary, find_runs, free_name
 from mdvq.evaluation.decision import decide_runs, format_decision, write_decision
@@ -84,13 +85,21 @@ class StageFailed(RuntimeError):
     """A stage of a multi-stage experiment failed; the message names it. Finished stages stay."""
 
 
+#: callbacks that decide how long a stage trains: part of the fingerprint (a prior trained before
+#: it had a step budget is trained again, not reused)
+_TRAINING_LENGTH = ("training_budget",)
+
+
 def config_fingerprint(config: dict) -> str:
     """A hash of a resolved config without where its outputs go (`paths`, ...): two runs with
-    the same fingerprint trained the same model on the same data."""
+    the same fingerprint trained the same model on the same data for the same length (the
+    callbacks of `_TRAINING_LENGTH` count, the other callbacks do not)."""
     import hashlib
     import json
 
     kept = {k: v for k, v in config.items() if k not in _VOLATILE}
+    callbacks = config.get("callbacks") or {}
+    kept["training_length"] = {k: callbacks.get(k) for k in _TRAINING_LENGTH if k in callbacks}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -303,8 +312,11 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         def score(samples_dir=samples_dir, eval_dir=eval_dir):
             result = evaluate_generation(
                 classifier, load_samples(samples_dir), eval_dir, tstr=bool(settings.tstr),
-                trainer_overrides=dict(settings.tstr_trainer or {}), seed=int(cfg.seed))
-            return {"metrics": result["metrics"], "judge": result.get("judge")}
+                trainer_overrides=dict(settings.tstr_trainer or {}), seed=int(cfg.seed),
+                tstr_callbacks=[budget_like(classifier.config, settings.get("tstr_min_steps"))])
+            tstr = result.get("tstr") or {}
+            return {"metrics": result["metrics"], "judge": result.get("judge"),
+                    "tstr": {k: tstr.get(k) for k in ("steps", "epochs")}}
 
         evaluated = _json_stage(f"evaluate {route}", eval_dir / "stage.json",
                                 {**inputs, "classifier": stages["classifier"]["finished_at"],
@@ -347,6 +359,8 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> di
             "prior_parameters": stages[prior_stage].get("parameters"),
             "autoencoder_wall_s": stages[ae_stage].get("wall_time_s"),
             "prior_wall_s": stages[prior_stage].get("wall_time_s"),
+            "autoencoder_steps": stages[ae_stage].get("trained_steps"),
+            "prior_steps": stages[prior_stage].get("trained_steps"),
         })
     return {
         "rows": rows,
@@ -356,9 +370,13 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> di
         "classifier": {"test_acc": stages["classifier"]["metrics"].get(TEST_ACC),
                        "wall_s": stages["classifier"].get("wall_time_s")},
         "data_key": stages["klvae"].get("data_key"),
+        # what each stage trained: optimiser steps, epochs and wall time [s] (None: not recorded);
+        # dir: the stage's folder (relative), or the absolute folder of a run reused in its place
         "stages": {name: {"dir": s.get("run_dir") or name, "reused": s.get("reused"),
-                          "status": s.get("status")}
+                          "status": s.get("status"), "trained_steps": s.get("trained_steps"),
+                          "epochs": s.get("epochs"), "wall_time_s": s.get("wall_time_s")}
                    for name, s in stages.items()},
+        "tstr": {route: generation[route]["evaluation"].get("tstr") for route, _, _ in ROUTES},
     }
 
 
@@ -438,6 +456,8 @@ def routes_markdown(table: dict) -> str:
     d = table["decision"]
     lines += ["", f"Phase-1 rule (reconstruction only): **{d['verdict']}**"]
     lines += [f"- {r}" for r in d.get("reasons") or []]
+    lines += ["", ("Training of each stage (optimiser steps, epochs, wall time; a reused stage "
+                   "shows its earlier run's):"), "", stage_markdown(table)]
     lines += ["", (f"In-domain classifier (the judge): test accuracy "
               f"{_fmt(table['classifier']['test_acc'])}. Data key `{table['data_key']}`."), "",
               ("How to read it: the phase-1 rule decides on reconstruction and codebook health "
@@ -447,6 +467,19 @@ def routes_markdown(table: dict) -> str:
               "for training (TSTR against TRTR). The KL route is the main line whenever the two "
               "are comparable.")]
     return "\n".join(lines) + "\n"
+
+
+def stage_markdown(table: dict) -> str:
+    """The stage table of `routes.md`: optimiser steps, epochs and wall time [s] per stage,
+    then the TSTR classifier of each route (steps and epochs; its time is in the evaluation)."""
+    rows = [[name, _fmt(s.get("trained_steps")), _fmt(s.get("epochs")),
+             _fmt(s.get("wall_time_s"), 0), "yes" if s.get("reused") else "no"]
+            for name, s in (table.get("stages") or {}).items()]
+    for route, tstr in (table.get("tstr") or {}).items():
+        if tstr:
+            rows.append([f"TSTR classifier ({route})", _fmt(tstr.get("steps")),
+                         _fmt(tstr.get("epochs")), "-", "no"])
+    return markdown_table(["stage", "optimiser steps", "epochs", "wall [s]", "reused"], rows)
 
 
 def read_routes(folder: str | Path) -> dict:

@@ -150,6 +150,7 @@ def _finish_record(cfg: DictConfig, out_dir: Path, summary: RunSummary, state: _
     has_data = getattr(datamodule, "data_key", None) and hasattr(datamodule, "describe")
     checkpoints = state.checkpoints or _checkpoints(state.trainer, summary)
     described = datamodule.describe() if has_data else None
+    trainer = state.trainer
     summary.update(
         metrics=state.metrics,
         data_key=getattr(datamodule, "data_key", None),
@@ -157,6 +158,10 @@ def _finish_record(cfg: DictConfig, out_dir: Path, summary: RunSummary, state: _
         skipped_files=(described or {}).get("skipped_files"),
         checkpoints={k: summary.relative(v) for k, v in checkpoints.items()},
         wall_time_s=round(time.time() - started, 2),
+        # optimiser steps and epochs this run's model has trained (a resumed run counts its
+        # earlier attempts' too); None when no trainer was built
+        trained_steps=None if trainer is None else int(trainer.global_step),
+        epochs=None if trainer is None else int(trainer.current_epoch),
         parameters=_trainable_parameters(state.model),
         finished_at=datetime.now(timezone.utc).isoformat(),
         config=_config_dict(cfg),
