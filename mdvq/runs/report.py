@@ -298,7 +298,8 @@ ROUTE_HEADERS = {
     "samples_per_second": "samples/s", "sampling_steps": "sampling steps",
     "guidance": "guidance", "autoencoder_parameters": "autoencoder params",
     "prior_parameters": "prior params", "autoencoder_wall_s": "autoencoder wall [s]",
-    "prior_wall_s": "prior wall [s]",
+    "prior_wall_s": "prior wall [s]", "autoencoder_steps": "autoencoder optimiser steps",
+    "prior_steps": "prior optimiser steps",
 }
 _QUALITY = ("route", "autoencoder", "prior", "test_psnr_db", "test_ssim", "codebook_usage",
             "conditional_accuracy", "fd_samples_test", "fd_floor", "fd_ratio_to_floor",
