@@ -379,6 +379,7 @@ def main() -> int:
         except Exception:  # noqa: BLE001 (a probe that breaks is a finding too)
             seen, ok = "probe crashed: " + traceback.format_exc(limit=1).splitlines()[-1], False
         failed += not ok
+        seen = seen.replace(str(root) + "/", "…/").replace(str(root), "…")
         rows.append((name, expected, seen.replace("|", "/").replace("\n", " "), "yes" if ok else "NO"))
         print(f"[{'ok' if ok else 'NO'}] {name}", file=sys.stderr, flush=True)
     print("| case | expected | seen | ok |\n|---|---|---|---|")
