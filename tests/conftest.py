@@ -159,3 +159,16 @@ def sigterm_after_first_checkpoint(overrides: list[str], run_dir: Path,
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err, last
+
+
+def interrupted_stage(tmp: Path, cache: Path, extra: list[str]) -> tuple[int, str, Path, list[str]]:
+    """An experiment stage (`<tmp>/stages/vqvae`, a tiny VQ-VAE for 12 epochs plus `extra`)
+    stopped by SIGTERM after its first checkpoint. Returns (exit status, stderr, the stage
+    folder, the stage's overrides without its output folder, as `train_stage` takes them)."""
+    stage = tmp / "stages" / "vqvae"
+    overrides = [o for o in tiny_overrides(tmp, data_cache=cache) + list(extra)
+                 + ["trainer.max_epochs=12", "export=false", "trainer.limit_train_batches=4"]
+                 if not o.startswith("paths.output_dir")]
+    status, err, _ = sigterm_after_first_checkpoint(
+        overrides + [f"paths.output_dir={stage}", "task=fit"], stage)
+    return status, err, stage, overrides

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import compose_cfg, sigterm_after_first_checkpoint, tiny_overrides
+from conftest import compose_cfg, interrupted_stage, tiny_overrides
 
 from mdvq.callbacks.checkpoint import RunFolderCheckpoint
 from mdvq.core.summary import RunSummary
@@ -187,12 +187,7 @@ def test_resuming_a_moved_and_a_copied_run_gives_the_uninterrupted_result(tmp_pa
 def test_an_interrupted_stage_resumes_and_another_config_is_moved_aside(tmp_path, data_cache):
     """SIGTERM inside a stage, then the stage again: it resumes from its last.ckpt (one set of
     checkpoints, the CSV log continues); a stage of another config is moved aside, not lost."""
-    stage = tmp_path / "stages" / "vqvae"
-    overrides = [o for o in tiny(tmp_path, data_cache, "trainer.max_epochs=12", "export=false",
-                                 "trainer.limit_train_batches=4")
-                 if not o.startswith("paths.output_dir")]
-    status, err, _ = sigterm_after_first_checkpoint(
-        overrides + [f"paths.output_dir={stage}", "task=fit"], stage)
+    status, err, stage, overrides = interrupted_stage(tmp_path, data_cache, SHORT)
     assert status == 143, err[-2000:]
     assert RunSummary.read(stage).status == "interrupted"
     resumed = train_stage("vqvae", overrides, stage)

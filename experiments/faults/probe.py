@@ -217,16 +217,11 @@ def _moved(tmp: Path, cache: Path):
 def _stage(tmp: Path, cache: Path):
     import csv
 
-    from conftest import sigterm_after_first_checkpoint
+    from conftest import interrupted_stage
 
     from mdvq.runs.experiments import train_stage
 
-    stage = tmp / "stages" / "vqvae"
-    overrides = [o for o in tiny(tmp, cache, "trainer.max_epochs=12", "export=false",
-                                 "trainer.limit_train_batches=4")
-                 if not o.startswith("paths.output_dir")]
-    status, _, _ = sigterm_after_first_checkpoint(
-        overrides + [f"paths.output_dir={stage}", "task=fit"], stage)
+    status, _, stage, overrides = interrupted_stage(tmp, cache, SHORT)
     train_stage("vqvae", overrides, stage)
     rows = list(csv.DictReader((stage / "csv" / "version_1" / "metrics.csv").open()))
     first = min(int(r["epoch"]) for r in rows if r.get("epoch"))

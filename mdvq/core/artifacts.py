@@ -94,17 +94,19 @@ def expected(kinds: tuple[str, ...]) -> str:
     return " or ".join(DESCRIPTIONS[k] for k in kinds)
 
 
-def load_checkpoint(path: str | os.PathLike, key: str, expect: str = "") -> dict:
+def load_checkpoint(path: str | os.PathLike, key: str, expect: str = "",
+                    archive_checked: bool = False) -> dict:
     """The contents of a Lightning/torch checkpoint, loaded with ``weights_only=True``.
 
     Raises ValueError naming ``key`` and the file when it is unreadable, not a checkpoint, or
     holds pickled objects beyond tensors and plain containers (such a file is refused unopened:
     it could run code). No code from the file ever runs. ``expect`` (what should be given
-    instead) ends the message when set.
+    instead) ends the message when set. ``archive_checked``: the caller already ran
+    :func:`checkpoint_problem` on the file (it is not read twice).
     """
     path = Path(path)
     give = f"; give {expect}" if expect else ""
-    problem = checkpoint_problem(path)
+    problem = None if archive_checked else checkpoint_problem(path)
     if problem is not None:
         raise ValueError(f"{key}: {path} is not a readable checkpoint ({problem}){give}")
     try:

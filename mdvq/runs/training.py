@@ -258,7 +258,8 @@ def check_checkpoint(path: str | Path, key: str = "ckpt_path") -> Path:
     problem = checkpoint_problem(path)
     if problem is not None:
         raise DataError(path, f"{key}: {problem}")
-    load_checkpoint(path, key)  # weights-only: a pickle that would run code is refused here
+    # weights-only: a pickle that would run code is refused here
+    load_checkpoint(path, key, archive_checked=True)
     return path
 
 
