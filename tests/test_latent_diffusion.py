@@ -285,12 +285,15 @@ def test_model_yaml_is_commented_and_matches_the_constructor(tmp_path):
     assert 0.5e6 < sum(p.numel() for p in module.unet.parameters()) < 1.5e6
 
 
-def test_a_vqvae_is_refused_naming_the_key(tmp_path):
+def test_a_vqvae_is_accepted_and_nothing_is_refused_silently(tmp_path):
+    """Since the hybrid route (tests/test_hybrid.py) a VQ-VAE is a valid autoencoder: the prior
+    then models its pre-quantisation latents (vq_embed_dim channels)."""
     VQModel(in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=4,
             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-            latent_channels=4, num_vq_embeddings=8).save_pretrained(tmp_path / "vq")
-    with pytest.raises(ValueError, match=r"model\.autoencoder.*VQModel.*KL-VAE"):
-        tiny_prior(tmp_path / "vq")
+            latent_channels=4, vq_embed_dim=3, num_vq_embeddings=8).save_pretrained(tmp_path / "vq")
+    module = tiny_prior(tmp_path / "vq")
+    assert module.autoencoder_kind == "vqvae" and module.latent_shape == (3, 4, 4)
+    assert module.unet.config.in_channels == 3
     with pytest.raises(ValueError, match="model.autoencoder"):
         LatentDiffusionModule(None)
 
