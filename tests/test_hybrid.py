@@ -278,3 +278,41 @@ def test_a_classifier_or_prior_as_autoencoder_is_refused_naming_the_key(toy, tmp
         tiny_prior(export)
     with pytest.raises(ValueError, match=both):
         LatentDiffusionModule(None)
+
+
+# ---------------------------------------------------------------------------- the command
+PRIOR_TINY = ["model.block_out_channels=[8,16]", "model.down_block_types=[DownBlock2D,DownBlock2D]",
+              "model.up_block_types=[UpBlock2D,UpBlock2D]", "model.norm_num_groups=4",
+              "model.val_samples_per_class=0", "model.batch_size=8", "trainer.max_epochs=2",
+              "callbacks.training_budget.min_steps=0"]
+
+
+@pytest.mark.slow
+def test_the_run_command_trains_the_hybrid_on_a_vqvae_run(tmp_path, data_cache):
+    """`python -m mdvq.run experiment=latentdiffusion model.autoencoder=<VQ-VAE run>` (composed
+    in-process): the summary names the autoencoder kind and the measured latent std, the
+    export holds vqvae/, and `mdvq.sample` draws from the run folder."""
+    from conftest import compose_cfg, data_overrides, tiny_overrides
+
+    from mdvq.runs.training import train
+    from mdvq.sample import main as sample_main
+
+    vq = train(compose_cfg(tiny_overrides(tmp_path / "vq", "vqvae", data_cache)
+                           + ["trainer.max_epochs=1", "callbacks.training_budget.min_steps=0"]))
+    vq_dir = Path(vq["run_dir"]) if vq.get("run_dir") else tmp_path / "vq" / "run"
+    classes = vq["data"]["class_names"]
+    prior = train(compose_cfg(["experiment=latentdiffusion",
+                               *data_overrides(tmp_path / "ld", data_cache),
+                               f"model.autoencoder={vq_dir}", f"model.num_classes={len(classes)}",
+                               "model.decode_quantized=false", *PRIOR_TINY]))
+    assert prior["status"] == "finished"
+    data = prior["data"]
+    assert data["autoencoder_kind"] == "vqvae" and data["latent_shape"] == [4, 8, 8]
+    assert data["scaling_factor"] == pytest.approx(1 / data["latent_std"])
+    run = tmp_path / "ld" / "run"
+    meta = json.loads(next(run.rglob("prior.json")).read_text())
+    assert meta["autoencoder_kind"] == "vqvae" and meta["decode_quantized"] is False
+    assert meta["latent_stats"]["std"] == pytest.approx(data["latent_std"])
+    out = sample_main([str(run), "n_per_class=1", "steps=3", f"out={tmp_path / 'samples'}"])
+    info = json.loads((out / "meta.json").read_text())
+    assert info["autoencoder_kind"] == "vqvae" and len(info["class_names"]) == len(classes)
