@@ -194,6 +194,10 @@ def test_the_prior_decodes_snapped_or_not_as_configured(tmp_path):
     ae = snapped.autoencoder
     torch.testing.assert_close(snapped.decode(z), to_unit(ae.decode_indices(nearest_codes(h))))
     torch.testing.assert_close(raw.decode(z), to_unit(ae.decode_latents(h, quantize=False)))
+    # one trained prior serves both rows of the ablation: switch after training
+    snapped.set_decode_quantized(False)
+    torch.testing.assert_close(snapped.decode(z), raw.decode(z))
+    assert snapped.hparams.decode_quantized is False
 
 
 # ---------------------------------------------------------------------------- the toy prior
@@ -234,9 +238,19 @@ def test_checkpoint_and_export_reproduce_the_samples(toy, tmp_path):
     again = load_exported_latent_prior(moved)
     assert again.autoencoder_kind == "vqvae"
     assert again.autoencoder.fingerprint == module.autoencoder.fingerprint  # same latent cache
+    assert again.decode_quantized is True
     z2 = again.generate(labels, steps=8, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(z2, z)
     torch.testing.assert_close(again.decode(z2), images)
+    # the unsnapped ablation, switched after training, survives the export
+    module.set_decode_quantized(False)
+    try:
+        unsnapped = load_exported_latent_prior(module.export_pretrained(tmp_path / "raw"))
+    finally:
+        module.set_decode_quantized(True)
+    assert unsnapped.decode_quantized is False
+    torch.testing.assert_close(unsnapped.decode(z), to_unit(
+        module.autoencoder.decode_latents(z / float(module.latent_scale), quantize=False)))
     # mdvq.sample's path: load_prior on the export folder, sample, write a samples folder
     prior, _ = load_prior(moved)
     imgs, labs, info = sample_prior(prior, n_per_class=2, steps=8, seed=0)
@@ -259,6 +273,8 @@ def test_decode_quantized_with_a_klvae_is_refused(tmp_path):
             tiny_prior(tmp_path / "kl", decode_quantized=value)
     module = tiny_prior(tmp_path / "kl")  # left null: accepted
     assert isinstance(module.autoencoder, FrozenKLVAE) and module.autoencoder_kind == "klvae"
+    with pytest.raises(ValueError, match=r"model\.decode_quantized.*VQ-VAE.*KL-VAE"):
+        module.set_decode_quantized(False)
 
 
 def test_a_classifier_or_prior_as_autoencoder_is_refused_naming_the_key(toy, tmp_path):

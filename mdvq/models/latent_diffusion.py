@@ -295,6 +295,16 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
         self.latent_scale.fill_(float(scaling_factor))
         self.latent_shift.fill_(float(shift_factor))
 
+    def set_decode_quantized(self, snap: bool) -> None:
+        """Decode sampled latents snapped to the nearest code (``snap``) or as they are, from now
+        on (VQ-VAE only). The prior itself does not change, so one trained prior serves both
+        rows of the snapping ablation; exports and later checkpoints record the choice."""
+        if self.autoencoder_kind != "vqvae":
+            raise ValueError("model.decode_quantized applies to a VQ-VAE autoencoder only; this "
+                             f"prior sits on a KL-VAE ({self.autoencoder.source})")
+        self.decode_quantized = bool(snap)
+        self.hparams["decode_quantized"] = self.decode_quantized
+
     def setup(self, stage: str) -> None:
         """Take class names, axes and the measured latent scale from the trainer's datamodule;
         refuse callbacks that monitor a metric this module never logs (e.g. ``val/psnr``)."""
@@ -557,6 +567,8 @@ def load_exported_latent_prior(directory: str | Path) -> LatentDiffusionModule:
     args.update(ema_decay=0.0, scaling_factor=meta["scaling_factor"],
                 shift_factor=meta["shift_factor"], output_dir=None, cache_dir=None)
     args.pop("autoencoder_kind", None)  # the autoencoder folder's own class decides
+    if meta.get("autoencoder_kind") == "vqvae":
+        args["decode_quantized"] = meta.get("decode_quantized", args.get("decode_quantized"))
     folder = meta.get("autoencoder_folder", EXPORT_FOLDERS["klvae"])
     module = LatentDiffusionModule(autoencoder=str(directory / folder), **args)
     unet = UNet2DModel.from_pretrained(directory / "unet")
