@@ -34,8 +34,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from diffusers.training_utils import EMAModel, compute_snr
 from lightning.pytorch import LightningModule
 
-from mdvq.models.config_checks import as_tuple
 from mdvq.models import frozen_autoencoder
+from mdvq.models.config_checks import as_tuple
 from mdvq.models.frozen_autoencoder import autoencoder_from_config, load_frozen_autoencoder
 from mdvq.models.frozen_klvae import FrozenKLVAE
 from mdvq.models.losses import check_finite
