@@ -167,6 +167,17 @@ def test_checkpoint_reloads_without_the_autoencoder_folder(toy):
     torch.testing.assert_close(a, b)
 
 
+def test_a_checkpoint_from_before_the_hybrid_route_loads_as_kl(toy, tmp_path):
+    """Checkpoints written before `autoencoder_kind` existed hold a KL-VAE."""
+    ckpt = torch.load(toy["ckpt"], map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"].pop("autoencoder_kind") == "klvae"
+    ckpt["hyper_parameters"].pop("decode_quantized")
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    loaded = LatentDiffusionModule.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
+    assert loaded.autoencoder_kind == "klvae"
+    assert loaded.autoencoder.fingerprint == toy["module"].autoencoder.fingerprint
+
+
 def test_export_reloads_from_the_folder_alone(toy, tmp_path):
     module = toy["module"]
     module.set_latent_scale(0.8, 0.1)  # as if measured on real latents
@@ -187,6 +198,8 @@ def test_export_reloads_from_the_folder_alone(toy, tmp_path):
     meta = json.loads((out / "prior.json").read_text())
     assert meta["class_names"] == ["alpha", "beta"] and meta["freqs_hz"] == [-1.0, 1.0]
     assert meta["sample_steps"] == 10 and meta["null_class"] == 2
+    assert (meta["autoencoder_kind"], meta["autoencoder_folder"]) == ("klvae", "vae")
+    assert meta["decode_quantized"] is None
     moved = tmp_path / "moved"
     shutil.move(out, moved)  # nothing outside the folder is needed
     loaded = load_exported_latent_prior(moved)
