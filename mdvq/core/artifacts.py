@@ -44,7 +44,7 @@ DESCRIPTIONS = {
              "KLVAEModule .ckpt)",
     "vqdiffusion": "a VQ-Diffusion prior (its run folder or .ckpt)",
     "latentdiffusion": "a latent-diffusion prior (its run folder, .ckpt or exported folder with "
-                       "unet/, scheduler/, vae/)",
+                       "unet/, scheduler/, vae/ or vqvae/)",
     "classifier": "a classifier (an `experiment=classifier` run folder, its summary.json or "
                   ".ckpt)",
 }
