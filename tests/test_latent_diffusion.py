@@ -167,6 +167,17 @@ def test_checkpoint_reloads_without_the_autoencoder_folder(toy):
     torch.testing.assert_close(a, b)
 
 
+def test_a_checkpoint_from_before_the_hybrid_route_loads_as_kl(toy, tmp_path):
+    """Checkpoints written before `autoencoder_kind` existed hold a KL-VAE."""
+    ckpt = torch.load(toy["ckpt"], map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"].pop("autoencoder_kind") == "klvae"
+    ckpt["hyper_parameters"].pop("decode_quantized")
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    loaded = LatentDiffusionModule.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
+    assert loaded.autoencoder_kind == "klvae"
+    assert loaded.autoencoder.fingerprint == toy["module"].autoencoder.fingerprint
+
+
 def test_export_reloads_from_the_folder_alone(toy, tmp_path):
     module = toy["module"]
     module.set_latent_scale(0.8, 0.1)  # as if measured on real latents
@@ -187,6 +198,8 @@ def test_export_reloads_from_the_folder_alone(toy, tmp_path):
     meta = json.loads((out / "prior.json").read_text())
     assert meta["class_names"] == ["alpha", "beta"] and meta["freqs_hz"] == [-1.0, 1.0]
     assert meta["sample_steps"] == 10 and meta["null_class"] == 2
+    assert (meta["autoencoder_kind"], meta["autoencoder_folder"]) == ("klvae", "vae")
+    assert meta["decode_quantized"] is None
     moved = tmp_path / "moved"
     shutil.move(out, moved)  # nothing outside the folder is needed
     loaded = load_exported_latent_prior(moved)
@@ -285,12 +298,15 @@ def test_model_yaml_is_commented_and_matches_the_constructor(tmp_path):
     assert 0.5e6 < sum(p.numel() for p in module.unet.parameters()) < 1.5e6
 
 
-def test_a_vqvae_is_refused_naming_the_key(tmp_path):
+def test_a_vqvae_is_accepted_and_nothing_is_refused_silently(tmp_path):
+    """Since the hybrid route (tests/test_hybrid.py) a VQ-VAE is a valid autoencoder: the prior
+    then models its pre-quantisation latents (vq_embed_dim channels)."""
     VQModel(in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=4,
             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-            latent_channels=4, num_vq_embeddings=8).save_pretrained(tmp_path / "vq")
-    with pytest.raises(ValueError, match=r"model\.autoencoder.*VQModel.*KL-VAE"):
-        tiny_prior(tmp_path / "vq")
+            latent_channels=4, vq_embed_dim=3, num_vq_embeddings=8).save_pretrained(tmp_path / "vq")
+    module = tiny_prior(tmp_path / "vq")
+    assert module.autoencoder_kind == "vqvae" and module.latent_shape == (3, 4, 4)
+    assert module.unet.config.in_channels == 3
     with pytest.raises(ValueError, match="model.autoencoder"):
         LatentDiffusionModule(None)
 

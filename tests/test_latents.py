@@ -108,6 +108,29 @@ def test_a_vqvae_is_refused_naming_the_key_and_the_kind(tmp_path):
         load_frozen_klvae(vq_ckpt)
 
 
+def test_load_frozen_autoencoder_takes_either_kind_from_every_form(kl_files, tmp_path):
+    from mdvq.models.frozen_autoencoder import load_frozen_autoencoder
+    from mdvq.models.frozen_vqvae import FrozenVQVAE
+
+    for name in ("ckpt", "exported", "run"):
+        ae = load_frozen_autoencoder(kl_files[name])
+        assert isinstance(ae, FrozenKLVAE) and ae.kind == "klvae", name
+    torch.manual_seed(0)
+    vq = VQVAEModule(**TINY, num_vq_embeddings=16)
+    ckpt = fit_one_step(vq, tmp_path / "vq.ckpt")
+    exported = vq.export_pretrained(tmp_path / "vq-exported")
+    run = tmp_path / "vqrun"
+    vq.export_pretrained(run / "pretrained")
+    (run / "summary.json").write_text(json.dumps({
+        "model": "vqvae", "config": {"data": {"image_size": [16, 24]}},
+        "checkpoints": {"best": str(ckpt)}}))
+    loaded = {p: load_frozen_autoencoder(p) for p in (ckpt, exported, run)}
+    assert all(isinstance(ae, FrozenVQVAE) and ae.kind == "vqvae" for ae in loaded.values())
+    assert len({ae.fingerprint for ae in loaded.values()}) == 1
+    assert loaded[run].image_size == (16, 24)
+    assert loaded[ckpt].latent_shape((16, 24)) == (4, 8, 12)
+
+
 def test_bad_paths_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"model\.autoencoder.*nowhere"):
         load_frozen_klvae(tmp_path / "nowhere")

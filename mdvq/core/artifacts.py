@@ -44,7 +44,7 @@ DESCRIPTIONS = {
              "KLVAEModule .ckpt)",
     "vqdiffusion": "a VQ-Diffusion prior (its run folder or .ckpt)",
     "latentdiffusion": "a latent-diffusion prior (its run folder, .ckpt or exported folder with "
-                       "unet/, scheduler/, vae/)",
+                       "unet/, scheduler/, vae/ or vqvae/)",
     "classifier": "a classifier (an `experiment=classifier` run folder, its summary.json or "
                   ".ckpt)",
 }
@@ -227,6 +227,9 @@ def resolve_artifact(path: str | os.PathLike, kinds: str | tuple[str, ...], key:
             return Artifact(found, "diffusers", folder, None, source)
     if (source / "unet").is_dir() and "latentdiffusion" in kinds:
         return Artifact("latentdiffusion", "export", source, None, source)
+    if (source / "prior.json").is_file() and not {"vqdiffusion", "latentdiffusion"} & set(kinds):
+        raise ValueError(f"{key}: {source} is an exported prior (prior.json), not "
+                         f"{' or '.join(KIND_NAMES[k] for k in kinds)}; give {expected(kinds)}")
     raise FileNotFoundError(f"{key}: {source} is neither a run folder (summary.json), a diffusers "
                             f"folder (config.json), a folder with pretrained/config.json nor a "
                             f"checkpoint; give {expected(kinds)}")
@@ -275,13 +278,15 @@ def load_module(module_class, path: str | os.PathLike, key: str, map_location="c
 
 
 def load_frozen(path: str | os.PathLike, kind: str, key: str, frozen_class, diffusers_class,
-                module_class, network_of):
+                module_class, network_of, artifact: Artifact | None = None):
     """A frozen autoencoder of ``kind`` ("vqvae" or "klvae") from whatever ``path`` names: a
     diffusers folder loads ``diffusers_class.from_pretrained``; a checkpoint loads
     ``module_class()`` (a function returning the LightningModule class, imported late) weights-
     only and takes ``network_of(module)``. Returns ``frozen_class(network, source=...,
-    image_size=...)``; errors as :func:`resolve_artifact` and :func:`load_module`."""
-    artifact = resolve_artifact(path, kind, key)
+    image_size=...)``; errors as :func:`resolve_artifact` and :func:`load_module`.
+    ``artifact``: ``path`` already resolved (to ``kind``), not resolved again."""
+    if artifact is None or artifact.kind != kind:
+        artifact = resolve_artifact(path, kind, key)
     if artifact.form == "diffusers":
         network = diffusers_class.from_pretrained(artifact.path)
         return frozen_class(network, source=str(artifact.path), image_size=artifact.image_size)

@@ -67,8 +67,10 @@ class FrozenKLVAE(torch.nn.Module):
         image_size: ``(F, T)`` it was trained on, when known (None otherwise).
 
     Attributes: ``latent_channels`` (c), ``downsampling`` (pixels per latent along each axis),
-    ``fingerprint``, ``source``, ``image_size``.
+    ``fingerprint``, ``source``, ``image_size``, ``kind = "klvae"``.
     """
+
+    kind = "klvae"
 
     def __init__(self, model: AutoencoderKL, fingerprint: str | None = None,
                  source: str | None = None, image_size: tuple[int, int] | None = None) -> None:
@@ -122,14 +124,15 @@ class FrozenKLVAE(torch.nn.Module):
         return z / scaling_factor + shift_factor
 
 
-def load_frozen_klvae(path: str | Path, key: str = KEY) -> FrozenKLVAE:
+def load_frozen_klvae(path: str | Path, key: str = KEY, artifact=None) -> FrozenKLVAE:
     """Load a :class:`FrozenKLVAE` from a KL-VAE run folder, a diffusers ``AutoencoderKL``
     folder or a ``KLVAEModule`` checkpoint (module docstring), through
     :func:`mdvq.core.artifacts.resolve_artifact` (checkpoints are opened weights-only).
     FileNotFoundError when ``path`` holds none of these; ValueError naming ``key`` when it holds
-    another kind of model (a VQ-VAE) or an unreadable file."""
+    another kind of model (a VQ-VAE) or an unreadable file. ``artifact``: ``path`` already
+    resolved (:class:`mdvq.core.artifacts.Artifact`), not resolved again."""
     return load_frozen(path, "klvae", key, FrozenKLVAE, AutoencoderKL, _module_class,
-                       lambda module: module.model)
+                       lambda module: module.model, artifact=artifact)
 
 
 def _module_class():

@@ -12,6 +12,13 @@ any of these forms is refused with a ValueError naming the config key. Only the 
 ``model.quantize(model.encode(x).latents)``, latents from
 ``model.quantize.get_codebook_entry(indices, (B, h, w, D))``, images from
 ``model.decode(z, force_not_quantize=True)`` (docs/library-facts.md).
+
+The continuous prior on the VQ latent (the hybrid route, docs/hybrid-prior.md) uses the
+pre-quantisation latents instead: :meth:`FrozenVQVAE.encode_latents` is
+``model.encode(x).latents`` (``quant_conv(encoder(x))``, before the quantiser) and
+:meth:`FrozenVQVAE.decode_latents` is ``model.decode(h)``, which snaps ``h`` to the nearest code
+first (the Latent Diffusion paper's "quantisation absorbed into the decoder"), or
+``model.decode(h, force_not_quantize=True)`` without snapping.
 """
 
 from __future__ import annotations
@@ -55,9 +62,12 @@ class FrozenVQVAE(torch.nn.Module):
         source: where it was loaded from (for messages).
         image_size: ``(F, T)`` it was trained on, when known (None otherwise).
 
-    Attributes: ``num_codes`` (K), ``code_dim`` (D), ``downsampling`` (pixels per code along
-    each axis), ``fingerprint``, ``source``, ``image_size``.
+    Attributes: ``num_codes`` (K), ``code_dim`` (D), ``latent_channels`` (D: the channels of
+    the pre-quantisation latents), ``downsampling`` (pixels per code along each axis),
+    ``fingerprint``, ``source``, ``image_size``, ``kind = "vqvae"``.
     """
+
+    kind = "vqvae"
 
     def __init__(self, model: VQModel, fingerprint: str | None = None, source: str | None = None,
                  image_size: tuple[int, int] | None = None) -> None:
@@ -67,6 +77,7 @@ class FrozenVQVAE(torch.nn.Module):
         cfg = model.config
         self.num_codes = int(cfg.num_vq_embeddings)
         self.code_dim = int(cfg.vq_embed_dim or cfg.latent_channels)
+        self.latent_channels = self.code_dim
         self.downsampling = 2 ** (len(cfg.block_out_channels) - 1)
         self.fingerprint = fingerprint or vqvae_fingerprint(model)
         self.source = source
@@ -83,6 +94,36 @@ class FrozenVQVAE(torch.nn.Module):
             raise ValueError(f"data.image_size {[f, t]} must be divisible by the VQ-VAE's "
                              f"downsampling {self.downsampling} ({self.source})")
         return f // self.downsampling, t // self.downsampling
+
+    def latent_shape(self, image_size: tuple[int, int]) -> tuple[int, int, int]:
+        """``(D, h, w)`` of the pre-quantisation latents of ``(F, T)`` images; ValueError when
+        the image size does not divide by the downsampling."""
+        return (self.code_dim, *self.latent_grid(image_size))
+
+    @torch.no_grad()
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-quantisation latents ``(B, D, h, w)`` float32 (``model.encode(x).latents``: after
+        ``quant_conv``, before the quantiser) of images ``x`` ``(B, C, F, T)`` in [-1, 1]."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.model.encode(x.float()).latents.float()
+
+    @torch.no_grad()
+    def snap(self, h: torch.Tensor) -> torch.Tensor:
+        """The nearest codebook vectors ``(B, D, h, w)`` of latents ``h`` ``(B, D, h, w)``
+        (Euclidean, as ``model.quantize``)."""
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.model.quantize(h.float())[0]
+
+    @torch.no_grad()
+    def decode_latents(self, h: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        """Images ``(B, C, F, T)`` clamped to [-1, 1] from pre-quantisation latents ``h``
+        ``(B, D, h, w)``: ``model.decode(h)`` snaps them to the nearest codes first
+        (``quantize``), ``model.decode(h, force_not_quantize=True)`` decodes them as they are."""
+        if h.dim() != 4 or h.shape[1] != self.code_dim:
+            raise ValueError(f"latents must be (B, {self.code_dim}, h, w), got {tuple(h.shape)}")
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            out = self.model.decode(h.float(), force_not_quantize=not quantize).sample
+        return out.clamp(-1, 1)
 
     @torch.no_grad()
     def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,14 +146,15 @@ class FrozenVQVAE(torch.nn.Module):
         return self.model.decode(z, force_not_quantize=True).sample.clamp(-1, 1)
 
 
-def load_frozen_vqvae(path: str | Path, key: str = KEY) -> FrozenVQVAE:
+def load_frozen_vqvae(path: str | Path, key: str = KEY, artifact=None) -> FrozenVQVAE:
     """Load a :class:`FrozenVQVAE` from a VQ-VAE run folder, a diffusers ``VQModel`` folder or
     a ``VQVAEModule`` checkpoint (module docstring), through
     :func:`mdvq.core.artifacts.resolve_artifact` (checkpoints are opened weights-only).
     FileNotFoundError when ``path`` holds none of these; ValueError naming ``key`` when it holds
-    another kind of model (a KL-VAE) or an unreadable file."""
+    another kind of model (a KL-VAE) or an unreadable file. ``artifact``: ``path`` already
+    resolved (:class:`mdvq.core.artifacts.Artifact`), not resolved again."""
     return load_frozen(path, "vqvae", key, FrozenVQVAE, VQModel, _module_class,
-                       lambda module: module.to_diffusers())
+                       lambda module: module.to_diffusers(), artifact=artifact)
 
 
 def _module_class():

@@ -1,4 +1,6 @@
-"""Class-conditional latent diffusion prior on the latents of a frozen KL-VAE (the KL route).
+"""Class-conditional latent diffusion prior on the latents of a frozen KL-VAE (the KL route) or
+of a frozen VQ-VAE (the hybrid route: continuous diffusion on the VQ-VAE's pre-quantisation
+latents, decoded through the codebook; docs/hybrid-prior.md).
 
 The network is diffusers' ``UNet2DModel`` with a class table of ``num_classes + 1`` rows
 (``num_class_embeds``; the last row is the null class for classifier-free guidance: labels are
@@ -9,7 +11,10 @@ min-SNR-gamma loss weights (``diffusers.training_utils.compute_snr``), EMA of th
 (``diffusers.training_utils.EMAModel``) used for validation, sampling and export. Sampling:
 ``DPMSolverMultistepScheduler`` or ``DDIMScheduler`` ``.from_config(ddpm.config)``, any number
 of steps, guidance ``eps_u + s (eps_c - eps_u)`` with the conditional and null halves in one
-batch of 2B; the frozen KL-VAE decodes ``z / scaling_factor + shift_factor``.
+batch of 2B; the frozen autoencoder decodes ``z / scaling_factor + shift_factor``: a KL-VAE
+directly, a VQ-VAE with ``VQModel.decode(h)`` (snapped to the nearest code, the default, as the
+Latent Diffusion paper's appendix G) or, with ``decode_quantized=False``,
+``VQModel.decode(h, force_not_quantize=True)``.
 
 Logged: ``train/loss`` (what is optimised: min-SNR-weighted MSE to the target), ``{val,test}/
 loss`` (the same with fixed noise and time steps, EMA weights; checkpoints monitor
@@ -29,8 +34,10 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from diffusers.training_utils import EMAModel, compute_snr
 from lightning.pytorch import LightningModule
 
+from mdvq.models import frozen_autoencoder
 from mdvq.models.config_checks import as_tuple
-from mdvq.models.frozen_klvae import FrozenKLVAE, klvae_config, load_frozen_klvae
+from mdvq.models.frozen_autoencoder import autoencoder_from_config, load_frozen_autoencoder
+from mdvq.models.frozen_klvae import FrozenKLVAE
 from mdvq.models.losses import check_finite
 from mdvq.models.optim import configure_optimization
 from mdvq.models.prior import ConditionalPrior, data_info
@@ -54,18 +61,26 @@ cosine schedule reaches ~1e-9 there: zero terminal SNR needs ``v_prediction``)."
 EXPORT_META = "prior.json"
 """Name of the metadata file of an exported prior."""
 
+EXPORT_FOLDERS = {"klvae": "vae", "vqvae": "vqvae"}
+"""The autoencoder's folder in an exported prior, per autoencoder kind (diffusers' names:
+``StableDiffusionPipeline.vae``, ``LDMPipeline.vqvae``)."""
+
+_NAMES = {"klvae": "KL-VAE", "vqvae": "VQ-VAE"}
+
 
 class LatentDiffusionModule(ConditionalPrior, LightningModule):
     """Train a class-conditional latent diffusion prior on ``(z (B, c, h, w), labels (B,))``.
 
     Args:
-        autoencoder: the frozen KL-VAE: a ``model=klvae`` run folder, a diffusers
-            ``AutoencoderKL`` folder or a ``KLVAEModule`` checkpoint
-            (:func:`~mdvq.models.frozen_klvae.load_frozen_klvae`).
+        autoencoder: the frozen autoencoder: a KL-VAE (a ``model=klvae`` run folder, a diffusers
+            ``AutoencoderKL`` folder or a ``KLVAEModule`` checkpoint) or a VQ-VAE (a
+            ``model=vqvae`` run folder, a diffusers ``VQModel`` folder or a ``VQVAEModule``
+            checkpoint; the prior then models its pre-quantisation latents)
+            (:func:`~mdvq.models.frozen_autoencoder.load_frozen_autoencoder`).
         num_classes: number of data classes (checked against the data in
             :meth:`wrap_datamodule`); label ``num_classes`` is the null class.
-        image_size: ``(F, T)`` of the spectrograms; with the KL-VAE's downsampling it gives the
-            latent grid ``(h, w)``; must equal the KL-VAE's training size when that is known.
+        image_size: ``(F, T)`` of the spectrograms; with the autoencoder's downsampling it gives
+            the latent grid ``(h, w)``; must equal its training size when that is known.
         block_out_channels, down_block_types, up_block_types, layers_per_block,
             attention_head_dim, norm_num_groups, dropout: ``UNet2DModel`` arguments.
         num_train_timesteps, beta_schedule, prediction_type, timestep_spacing:
@@ -73,7 +88,10 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
             ``timestep_spacing`` is used by the samplers built from its config).
         min_snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023; None or 0: plain MSE).
         label_drop_prob: probability of training a sample with the null label.
-        sample_posterior: train on ``z ~ q(z|x)`` (True) or the posterior mean.
+        sample_posterior: train on ``z ~ q(z|x)`` (True) or the posterior mean (KL-VAE only).
+        decode_quantized: VQ-VAE only: decode sampled latents snapped to the nearest code
+            (True; None means True) or as they are (False, ``force_not_quantize``); given with a
+            KL-VAE it is refused.
         scaling_factor, shift_factor: fixed latent scale and shift (None: measured on the
             training latents by :class:`~mdvq.data.latents.LatentDataModule`); ``use_shift``
             measures a shift (else 0).
@@ -87,17 +105,21 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
             epochs and after testing (0 samples: off), written to ``output_dir/figures``.
         output_dir: folder for figures (None: the trainer's log folder).
         cache_dir: latent cache folder of :meth:`wrap_datamodule` (None: no cache).
-        encode_batch_size: spectrograms per KL-VAE call when building the latent cache.
+        encode_batch_size: spectrograms per autoencoder call when building the latent cache.
         batch_size: training batch size of the latent data (None: the data's).
-        autoencoder_config, autoencoder_fingerprint, autoencoder_image_size: filled in by the
-            module itself (saved in checkpoints, so ``load_from_checkpoint`` rebuilds the KL-VAE
-            without reading ``autoencoder`` again).
+        autoencoder_config, autoencoder_fingerprint, autoencoder_image_size,
+            autoencoder_kind: filled in by the module itself (saved in checkpoints, so
+            ``load_from_checkpoint`` rebuilds the autoencoder without reading ``autoencoder``
+            again; a checkpoint without a kind holds a KL-VAE).
 
     Attributes: ``unet``, ``noise_scheduler`` (``DDPMScheduler``), ``autoencoder``
-    (:class:`FrozenKLVAE`), ``ema`` (``EMAModel`` or None), ``latent_shape`` ``(c, h, w)``,
-    ``num_classes``, ``null_class``, ``data_info`` (class names and axes; saved in
-    checkpoints), buffers ``latent_scale`` / ``latent_shift`` (NaN until measured),
-    ``model_kind = "latentdiffusion"``.
+    (:class:`~mdvq.models.frozen_klvae.FrozenKLVAE` or
+    :class:`~mdvq.models.frozen_vqvae.FrozenVQVAE`), ``autoencoder_kind`` ("klvae" | "vqvae"),
+    ``decode_quantized`` (bool; VQ-VAE), ``ema`` (``EMAModel`` or None), ``latent_shape``
+    ``(c, h, w)``, ``num_classes``, ``null_class``, ``data_info`` (class names and axes; saved
+    in checkpoints), ``latent_stats`` (the measured std, mean and per-channel std of the
+    unscaled training latents; saved in checkpoints), buffers ``latent_scale`` /
+    ``latent_shift`` (NaN until measured), ``model_kind = "latentdiffusion"``.
     """
 
     model_kind = "latentdiffusion"
@@ -123,6 +145,7 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
         min_snr_gamma: float | None = 5.0,
         label_drop_prob: float = 0.1,
         sample_posterior: bool = True,
+        decode_quantized: bool | None = None,
         scaling_factor: float | None = None,
         shift_factor: float | None = None,
         use_shift: bool = False,
@@ -142,6 +165,7 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
         autoencoder_config: dict | None = None,
         autoencoder_fingerprint: str | None = None,
         autoencoder_image_size: tuple[int, int] | None = None,
+        autoencoder_kind: str | None = None,
     ) -> None:
         super().__init__()
         image_size = as_tuple(image_size, int, "data.image_size")
@@ -158,30 +182,41 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
                     up_block_types=up_block_types, norm_num_groups=norm_num_groups,
                     scaling_factor=scaling_factor)
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "autoencoder_config",
-                                          "autoencoder_fingerprint", "autoencoder_image_size"])
+                                          "autoencoder_fingerprint", "autoencoder_image_size",
+                                          "autoencoder_kind"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         if autoencoder_config is not None:  # from a checkpoint: weights come from its state_dict
-            from diffusers import AutoencoderKL
-
-            self.autoencoder = FrozenKLVAE(AutoencoderKL.from_config(autoencoder_config),
-                                           autoencoder_fingerprint, source=autoencoder,
-                                           image_size=autoencoder_image_size)
+            self.autoencoder = autoencoder_from_config(
+                autoencoder_kind or "klvae", autoencoder_config, autoencoder_fingerprint,
+                autoencoder, autoencoder_image_size)
         else:
             if autoencoder is None:
-                raise ValueError("model.autoencoder must name the trained KL-VAE (a model=klvae "
-                                 "run folder, a diffusers AutoencoderKL folder or a KLVAEModule "
-                                 ".ckpt)")
-            self.autoencoder = load_frozen_klvae(autoencoder)
+                raise ValueError("model.autoencoder must name the trained autoencoder: a KL-VAE "
+                                 "(a model=klvae run folder, a diffusers AutoencoderKL folder or "
+                                 "a KLVAEModule .ckpt) or a VQ-VAE (a model=vqvae run folder, a "
+                                 "diffusers VQModel folder or a VQVAEModule .ckpt)")
+            self.autoencoder = load_frozen_autoencoder(autoencoder)
+        self.autoencoder_kind = self.autoencoder.kind
+        if self.autoencoder_kind != "vqvae" and decode_quantized is not None:
+            raise ValueError(f"model.decode_quantized={decode_quantized} applies to a VQ-VAE "
+                             f"autoencoder only (snap sampled latents to the codebook or not), "
+                             f"but model.autoencoder ({self.autoencoder.source}) is a KL-VAE: "
+                             "leave model.decode_quantized null")
+        self.decode_quantized = True if decode_quantized is None else bool(decode_quantized)
         # Stored in checkpoints (not in the logged initial hyperparameters).
-        self.hparams["autoencoder_config"] = klvae_config(self.autoencoder.model)
+        self.hparams["autoencoder_kind"] = self.autoencoder_kind
+        self.hparams["autoencoder_config"] = frozen_autoencoder.autoencoder_config(
+            self.autoencoder)
         self.hparams["autoencoder_fingerprint"] = self.autoencoder.fingerprint
         self.hparams["autoencoder_image_size"] = (list(self.autoencoder.image_size)
                                                   if self.autoencoder.image_size else None)
         if self.autoencoder.image_size and tuple(self.autoencoder.image_size) != image_size:
-            raise ValueError(f"data.image_size {list(image_size)} does not match the KL-VAE's "
+            raise ValueError(f"data.image_size {list(image_size)} does not match the "
+                             f"{_NAMES[self.autoencoder_kind]}'s "
                              f"{list(self.autoencoder.image_size)} ({self.autoencoder.source}): "
-                             "the prior must see the images the KL-VAE was trained on")
+                             f"the prior must see the images the {_NAMES[self.autoencoder_kind]} "
+                             "was trained on")
         self.latent_shape = self.autoencoder.latent_shape(image_size)
         levels = 2 ** (len(block_out_channels) - 1)
         if self.latent_shape[1] % levels or self.latent_shape[2] % levels:
@@ -223,6 +258,7 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
             nan if shift_factor is None and scaling_factor is None
             else float(shift_factor or 0.0), dtype=torch.float64))
         self.data_info: dict = {}
+        self.latent_stats: dict = {}
 
     # ----------------------------------------------------------------------------- data
     def wrap_datamodule(self, datamodule):
@@ -259,12 +295,24 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
         self.latent_scale.fill_(float(scaling_factor))
         self.latent_shift.fill_(float(shift_factor))
 
+    def set_decode_quantized(self, snap: bool) -> None:
+        """Decode sampled latents snapped to the nearest code (``snap``) or as they are, from now
+        on (VQ-VAE only). The prior itself does not change, so one trained prior serves both
+        rows of the snapping ablation; exports and later checkpoints record the choice."""
+        if self.autoencoder_kind != "vqvae":
+            raise ValueError("model.decode_quantized applies to a VQ-VAE autoencoder only; this "
+                             f"prior sits on a KL-VAE ({self.autoencoder.source})")
+        self.decode_quantized = bool(snap)
+        self.hparams["decode_quantized"] = self.decode_quantized
+
     def setup(self, stage: str) -> None:
         """Take class names, axes and the measured latent scale from the trainer's datamodule;
         refuse callbacks that monitor a metric this module never logs (e.g. ``val/psnr``)."""
         self.take_data_info()
         dm = getattr(self.trainer, "datamodule", None)
         scale = getattr(dm, "scaling_factor", None)
+        if getattr(dm, "latent_stats", None):
+            self.latent_stats = dict(dm.latent_stats)
         if scale is not None:
             shift = float(getattr(dm, "shift_factor", 0.0) or 0.0)
             if not self.scale_known:
@@ -276,14 +324,17 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
                             float(self.latent_shift))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store class names and axes (plain lists) and the EMA state."""
+        """Store class names and axes (plain lists), the measured latent statistics and the EMA
+        state."""
         super().on_save_checkpoint(checkpoint)
+        checkpoint["mdvq_latent_stats"] = self.latent_stats
         if self.ema is not None:
             checkpoint["mdvq_ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Restore what :meth:`on_save_checkpoint` stored."""
         super().on_load_checkpoint(checkpoint)
+        self.latent_stats = dict(checkpoint.get("mdvq_latent_stats") or {})
         if self.ema is not None and checkpoint.get("mdvq_ema") is not None:
             self.ema.load_state_dict(checkpoint["mdvq_ema"])
 
@@ -369,11 +420,16 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Spectrograms ``(B, C, F, T)`` in [0, 1] from scaled latents ``(B, c, h, w)`` (frozen
-        KL-VAE, after ``z / scaling_factor + shift_factor``)."""
+        autoencoder, after ``z / scaling_factor + shift_factor``; a VQ-VAE snaps them to the
+        nearest codes first unless ``decode_quantized`` is False)."""
         self._require_scale()
         z = FrozenKLVAE.unscale(latents.to(self.device).float(), float(self.latent_scale),
                                 float(self.latent_shift))
-        return to_unit(self.autoencoder.decode_latents(z)).clamp(0, 1)
+        if self.autoencoder_kind == "vqvae":
+            images = self.autoencoder.decode_latents(z, quantize=self.decode_quantized)
+        else:
+            images = self.autoencoder.decode_latents(z)
+        return to_unit(images).clamp(0, 1)
 
     # ----------------------------------------------------------------------------- training
     def _loss(self, z0, labels, t, noise) -> dict:
@@ -452,21 +508,28 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
 
     # ----------------------------------------------------------------------------- export
     def export_pretrained(self, directory: str | Path) -> Path:
-        """Save ``unet/`` (EMA weights), ``scheduler/`` (the sampler's config) and ``vae/`` (with
-        the measured ``scaling_factor`` / ``shift_factor`` in its config) with diffusers'
-        ``save_pretrained``, and ``prior.json`` (classes, axes, sampler defaults, the module's
-        arguments); :func:`load_exported_latent_prior` rebuilds the module from them."""
+        """Save ``unet/`` (EMA weights), ``scheduler/`` (the sampler's config) and the
+        autoencoder with diffusers' ``save_pretrained``, and ``prior.json`` (classes, axes,
+        sampler defaults, the autoencoder's kind and folder, the measured latent statistics, the
+        module's arguments); :func:`load_exported_latent_prior` rebuilds the module from them.
+
+        A KL-VAE goes to ``vae/`` with the measured ``scaling_factor`` / ``shift_factor`` in its
+        config; a VQ-VAE to ``vqvae/`` unchanged (its config is part of its fingerprint, so the
+        folder keeps the phase-1 VQ-VAE's fingerprint and latent cache): the scale is in
+        ``prior.json``."""
         self._require_scale()
         directory = Path(directory)
         with self.ema_weights():
             self.unet.save_pretrained(directory / "unet")
         self.sampling_scheduler().save_pretrained(directory / "scheduler")
-        vae = self.autoencoder.model
-        vae.register_to_config(scaling_factor=float(self.latent_scale),
-                               shift_factor=float(self.latent_shift))
-        vae.save_pretrained(directory / "vae")
+        folder = EXPORT_FOLDERS[self.autoencoder_kind]
+        network = self.autoencoder.model
+        if self.autoencoder_kind == "klvae":
+            network.register_to_config(scaling_factor=float(self.latent_scale),
+                                       shift_factor=float(self.latent_shift))
+        network.save_pretrained(directory / folder)
         skip = {"autoencoder", "autoencoder_config", "autoencoder_fingerprint", "output_dir",
-                "cache_dir"}
+                "cache_dir", "autoencoder_kind"}
         args = {k: _plain(v) for k, v in self.hparams.items() if k not in skip}
         meta = {"model_kind": self.model_kind, "num_classes": self.num_classes,
                 "null_class": self.null_class, "latent_shape": list(self.latent_shape),
@@ -475,12 +538,14 @@ class LatentDiffusionModule(ConditionalPrior, LightningModule):
                 "sampler": self.hparams.sampler, "sample_steps": self.hparams.sample_steps,
                 "sample_guidance": self.hparams.sample_guidance,
                 "prediction_type": self.hparams.prediction_type,
+                "autoencoder_kind": self.autoencoder_kind,
+                "autoencoder_folder": folder,
+                "decode_quantized": (self.decode_quantized if self.autoencoder_kind == "vqvae"
+                                     else None),
                 "autoencoder_fingerprint": self.autoencoder.fingerprint,
                 "autoencoder_source": self.autoencoder.source,
-                "loading": "mdvq.models.latent_diffusion.load_exported_latent_prior(<dir>); "
-                           "diffusers: UNet2DModel.from_pretrained(<dir>/unet) (class_labels "
-                           "required; label num_classes = null), AutoencoderKL.from_pretrained("
-                           "<dir>/vae) decodes z / scaling_factor + shift_factor",
+                "latent_stats": self.latent_stats,
+                "loading": _LOADING[self.autoencoder_kind],
                 "module_args": args, **self.data_info}
         (directory / EXPORT_META).write_text(json.dumps(meta, indent=2))
         return directory
@@ -501,11 +566,30 @@ def load_exported_latent_prior(directory: str | Path) -> LatentDiffusionModule:
     args = dict(meta["module_args"])
     args.update(ema_decay=0.0, scaling_factor=meta["scaling_factor"],
                 shift_factor=meta["shift_factor"], output_dir=None, cache_dir=None)
-    module = LatentDiffusionModule(autoencoder=str(directory / "vae"), **args)
+    args.pop("autoencoder_kind", None)  # the autoencoder folder's own class decides
+    if meta.get("autoencoder_kind") == "vqvae":
+        args["decode_quantized"] = meta.get("decode_quantized", args.get("decode_quantized"))
+    folder = meta.get("autoencoder_folder", EXPORT_FOLDERS["klvae"])
+    module = LatentDiffusionModule(autoencoder=str(directory / folder), **args)
     unet = UNet2DModel.from_pretrained(directory / "unet")
     module.unet.load_state_dict(unet.state_dict())
     module.data_info = {k: meta.get(k) for k in ("class_names", "freqs_hz", "times_s", "data_key")}
+    module.latent_stats = dict(meta.get("latent_stats") or {})
     return module.eval()
+
+
+_LOADING = {
+    "klvae": "mdvq.models.latent_diffusion.load_exported_latent_prior(<dir>); diffusers: "
+             "UNet2DModel.from_pretrained(<dir>/unet) (class_labels required; label num_classes "
+             "= null), AutoencoderKL.from_pretrained(<dir>/vae) decodes z / scaling_factor + "
+             "shift_factor",
+    "vqvae": "mdvq.models.latent_diffusion.load_exported_latent_prior(<dir>); diffusers: "
+             "UNet2DModel.from_pretrained(<dir>/unet) (class_labels required; label num_classes "
+             "= null), VQModel.from_pretrained(<dir>/vqvae).decode(h) with h = z / "
+             "scaling_factor + shift_factor (prior.json) snaps h to the nearest code "
+             "(decode_quantized) or decode(h, force_not_quantize=True) does not",
+}
+"""How a user loads an exported prior, per autoencoder kind (written into ``prior.json``)."""
 
 
 def _plain(value):

@@ -145,6 +145,7 @@ def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
         "samples_per_second": round(len(labels) / max(elapsed, 1e-9), 3),
         "autoencoder": getattr(autoencoder, "source", None),
         "autoencoder_fingerprint": getattr(autoencoder, "fingerprint", None),
+        "autoencoder_kind": getattr(autoencoder, "kind", None),
         "data_key": info.get("data_key"),
     }
     return torch.cat(images).numpy().astype(np.float32), labels.numpy().astype(np.int64), meta
