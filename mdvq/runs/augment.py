@@ -200,7 +200,9 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                                                       if SYNTHETIC_RATIO[arm] else None)
                     transform = (ClassicalAugment(**classical, fill=-1.0)
                                  if arm == "classical" else None)
-                    result = train_on_synthetic(ccfg.model, ccfg.trainer, images, labels, real,
+                    result = train_on_synthetic(OmegaConf.create(_plain(ccfg.model)),
+                                                OmegaConf.create(_plain(ccfg.trainer)),
+                                                images, labels, real,
                                                 run_dir, seed=seed,
                                                 trainer_overrides=trainer_overrides,
                                                 device=str(settings.sampling.device),
