@@ -248,3 +248,8 @@ def test_augment_refuses_bad_settings_before_training(tmp_path):
     cfg = compose_cfg(augment_overrides(tmp_path) + ["augment.fractions=[0.01]"])
     with pytest.raises(ValueError, match=r"augment\.fractions.*(walking|falling)"):
         augment(cfg, overrides=common(tmp_path))
+    # `python -m mdvq.run experiment=augment` dispatches to it (the same refusal)
+    from mdvq.run import main as run_main
+
+    with pytest.raises(ValueError, match=r"augment\.fractions.*(walking|falling)"):
+        run_main(cfg)
