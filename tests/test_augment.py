@@ -90,7 +90,7 @@ def test_datamodule_trains_on_the_manifest_only_and_keeps_val_test(tmp_path):
         assert torch.equal(sub.datasets[split].tensors[0], full.datasets[split].tensors[0])
     assert sub.data_key == f"{full.data_key}-sub{manifest_hash(manifest)}"
     # an id outside the training split (here a validation subject) is refused, naming the key
-    val_id = sorted(set(full.split["manifest"]["val"]["class0"]))[0]
+    val_id = min(full.split["manifest"]["val"]["class0"])
     write_manifest({"groups": [val_id]}, tmp_path / "bad.json")
     bad = SpectrogramDataModule(InMemorySource(make_set(n_subjects=10)), image_size=(16, 24),
                                 train_subset=str(tmp_path / "bad.json"))
@@ -231,6 +231,7 @@ def test_augment_end_to_end_sees_only_its_fraction_and_reuses_stages(tmp_path, m
 
     monkeypatch.setattr("mdvq.runs.experiments.train", boom)
     monkeypatch.setattr("mdvq.evaluation.tstr.train_on_synthetic", boom)
+    monkeypatch.setattr("mdvq.runs.prior_sampling.sample_prior", boom)
     again = augment(cfg, overrides=common(tmp_path))
     assert again["rows"] == table["rows"]
     assert all(s["reused"] for f in again["fractions"].values() for s in f["stages"].values())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -109,11 +110,7 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     `task`, `experiment`) are handed to every stage. A failing stage raises `StageFailed`
     naming it; finished stages stay and are reused by the next call."""
     from mdvq.core.compose import build, compose_config
-    from mdvq.core.samples import load_samples, write_samples
-    from mdvq.data.augmentation import ClassicalAugment
     from mdvq.data.subsets import draw_fraction, manifest_hash, write_manifest
-    from mdvq.evaluation.tstr import train_on_synthetic
-    from mdvq.runs.prior_sampling import load_prior, sample_prior
 
     settings = cfg.augment
     check_settings(settings)
@@ -160,25 +157,19 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         real.setup("fit")
         x_real = (real.datasets["train"].tensors[0].numpy() + 1.0) / 2.0
         y_real = real.datasets["train"].tensors[1].numpy()
-        counts = np.bincount(y_real, minlength=len(classes))
+        counts = [int(n) for n in np.bincount(y_real, minlength=len(classes))]
         ratios = [SYNTHETIC_RATIO[a] for a in arms if SYNTHETIC_RATIO[a]]
         sampling = {key: _plain(settings.sampling[key]) for key in
                     ("seed", "batch_size", "steps", "guidance")}
         samples_dir = fdir / "samples"
         drawn = None
         if ratios:
-            n_per_class = int(max(1, *(round(r * c) for r in ratios for c in counts)))
+            n_per_class = max(1, *(round(r * c) for r in ratios for c in counts))
             inputs = {"prior": stages[prior_stage].get("finished_at"), "n_per_class": n_per_class,
                       **sampling}
 
-            def draw(n_per_class=n_per_class, fdir=fdir, samples_dir=samples_dir):
-                module, _ = load_prior(fdir / prior_stage, settings.sampling.device)
-                images, labels, meta = sample_prior(module, n_per_class, sampling["steps"],
-                                                    sampling["guidance"], sampling["seed"],
-                                                    sampling["batch_size"])
-                write_samples(samples_dir, images, labels, {**meta, "prior": prior_stage})
-                return {"samples_per_second": meta["samples_per_second"], "count": len(labels)}
-
+            draw = partial(_draw_samples, fdir / prior_stage, samples_dir, n_per_class, sampling,
+                           str(settings.sampling.device))
             drawn = _json_stage(f"augment sample k={k:g}", samples_dir / "stage.json", inputs,
                                 draw)
         fingerprint = config_fingerprint(_plain(ccfg))
@@ -194,26 +185,13 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                           "samples": (drawn or {}).get("inputs") if SYNTHETIC_RATIO[arm] else None}
                 run_dir = fdir / arm / f"seed{seed}"
 
-                def fit(arm=arm, seed=seed, run_dir=run_dir):
-                    images, labels = arm_training_set(arm, x_real, y_real,
-                                                      load_samples(samples_dir)
-                                                      if SYNTHETIC_RATIO[arm] else None)
-                    transform = (ClassicalAugment(**classical, fill=-1.0)
-                                 if arm == "classical" else None)
-                    result = train_on_synthetic(OmegaConf.create(_plain(ccfg.model)),
-                                                OmegaConf.create(_plain(ccfg.trainer)),
-                                                images, labels, real,
-                                                run_dir, seed=seed,
-                                                trainer_overrides=trainer_overrides,
-                                                device=str(settings.sampling.device),
-                                                train_transform=transform)
-                    return {k2: result[k2] for k2 in ("acc", "val_acc", "train_count", "steps")}
-
+                fit = partial(_fit_arm, arm, seed, run_dir, x_real, y_real, samples_dir, ccfg, real,
+                              trainer_overrides, classical, str(settings.sampling.device))
                 per_arm[arm][str(seed)] = _json_stage(f"augment {arm} k={k:g} seed={seed}",
                                                       run_dir / "stage.json", inputs, fit)
         results[fraction_name(k)] = {
-            "fraction": k, "real_train_count": int(len(y_real)),
-            "real_per_class": {c: int(n) for c, n in zip(classes, counts, strict=True)},
+            "fraction": k, "real_train_count": len(y_real),
+            "real_per_class": dict(zip(classes, counts, strict=True)),
             "groups": len(manifest["groups"]) if manifest and "groups" in manifest else None,
             "stages": {name: {"dir": str(Path(fraction_name(k)) / name),
                               "reused": s.get("reused"), "trained_steps": s.get("trained_steps"),
@@ -224,6 +202,40 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     table = augment_table(results, arms, seeds, settings.route, base.data_key)
     write_augment(table, out_dir)
     return table
+
+
+def _draw_samples(prior_dir: Path, samples_dir: Path, n_per_class: int, sampling: dict,
+                  device: str) -> dict:
+    """Sample the prior in `prior_dir` into `samples_dir`; returns speed and count."""
+    from mdvq.core.samples import write_samples
+    from mdvq.runs.prior_sampling import load_prior, sample_prior
+
+    module, _ = load_prior(prior_dir, device)
+    n_per_class = int(n_per_class)
+    images, labels, meta = sample_prior(module, n_per_class, sampling["steps"],
+                                        sampling["guidance"], sampling["seed"],
+                                        sampling["batch_size"])
+    write_samples(samples_dir, images, labels, {**meta, "prior": prior_dir.name})
+    return {"samples_per_second": meta["samples_per_second"], "count": len(labels)}
+
+
+def _fit_arm(arm: str, seed: int, run_dir: Path, x_real: np.ndarray, y_real: np.ndarray,
+             samples_dir: Path, ccfg: DictConfig, real, trainer_overrides: dict,
+             classical: dict, device: str) -> dict:
+    """Train and test one arm's classifier with `seed` (config `ccfg`, the real datamodule
+    `real`); returns its real test accuracy (`acc`), `val_acc`, `train_count` and `steps`."""
+    from mdvq.core.samples import load_samples
+    from mdvq.data.augmentation import ClassicalAugment
+    from mdvq.evaluation.tstr import train_on_synthetic
+
+    images, labels = arm_training_set(arm, x_real, y_real,
+                                      load_samples(samples_dir) if SYNTHETIC_RATIO[arm] else None)
+    transform = ClassicalAugment(**classical, fill=-1.0) if arm == "classical" else None
+    result = train_on_synthetic(OmegaConf.create(_plain(ccfg.model)),
+                                OmegaConf.create(_plain(ccfg.trainer)), images, labels, real,
+                                run_dir, seed=seed, trainer_overrides=trainer_overrides,
+                                device=device, train_transform=transform)
+    return {key: result[key] for key in ("acc", "val_acc", "train_count", "steps")}
 
 
 def arm_training_set(arm: str, x_real: np.ndarray, y_real: np.ndarray, samples=None):
@@ -237,7 +249,7 @@ def arm_training_set(arm: str, x_real: np.ndarray, y_real: np.ndarray, samples=N
     counts = np.bincount(y_real)
     picked = []
     for c, n in enumerate(counts):
-        want = int(round(ratio * n))
+        want = round(ratio * n)
         have = np.flatnonzero(samples.labels == c)
         if len(have) < want:
             raise ValueError(f"arm {arm}: {want} synthetic samples of class {c} needed, the "
@@ -256,7 +268,7 @@ def augment_table(results: dict, arms: list[str], seeds: list[int], route: str,
     [0, 1]), their mean and std, and the paired difference to `real` (same seed) with its
     95 % t-interval."""
     rows = []
-    for name, res in results.items():
+    for res in results.values():
         real = res["arms"]["real"]
         for arm in arms:
             accs = {s: res["arms"][arm][str(s)]["acc"] for s in seeds}
@@ -295,13 +307,13 @@ def augment_markdown(table: dict) -> str:
               "diff vs real", "95 % interval"]
     lines = [f"# Synthetic data at low real data ({table['route'].upper()} route)", "",
              markdown_table(header, cells), "",
-             f"Seeds {table['seeds']}; data key `{table['data_key']}`. k: the fraction of the "
-             "training split's recordings/subjects (stratified by class) that the generator and "
-             "every classifier trained on; validation and test are the whole real splits.", "",
-             "How to read it: `diff vs real` is the mean over seeds of (arm - real-only) test "
-             "accuracy for the same seed; the interval is the 95 % Student-t interval of that "
-             "mean (over the seeds). An interval that excludes 0 says the arm helps (or hurts) "
-             "at that k; `classical` is the bar synthetic data must clear."]
+             (f"Seeds {table['seeds']}; data key `{table['data_key']}`. k: the fraction of the "
+              "training split's recordings/subjects (stratified by class) that the generator and "
+              "every classifier trained on; validation and test are the whole real splits."), "",
+             ("How to read it: `diff vs real` is the mean over seeds of (arm - real-only) test "
+              "accuracy for the same seed; the interval is the 95 % Student-t interval of that "
+              "mean (over the seeds). An interval that excludes 0 says the arm helps (or hurts) "
+              "at that k; `classical` is the bar synthetic data must clear.")]
     return "\n".join(lines) + "\n"
 
 
