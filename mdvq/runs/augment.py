@@ -324,6 +324,7 @@ def plot_augment(table: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for arm in table["arms"]:
@@ -331,6 +332,9 @@ def plot_augment(table: dict, path: Path) -> Path:
         ax.errorbar([r["fraction"] for r in rows], [r["acc_mean"] for r in rows],
                     yerr=[r["acc_std"] or 0.0 for r in rows], marker="o", capsize=3, label=arm)
     ax.set_xscale("log")
+    ks = sorted({r["fraction"] for r in table["rows"]})
+    ax.set_xticks(ks, [f"{k:g}" for k in ks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("fraction k of the real training recordings")
     ax.set_ylabel("real test accuracy")
     ax.set_title(f"{table['route'].upper()} route: accuracy against real data")
