@@ -254,3 +254,36 @@ def test_augment_refuses_bad_settings_before_training(tmp_path):
 
     with pytest.raises(ValueError, match=r"augment\.fractions.*(walking|falling)"):
         run_main(cfg)
+
+
+VQ_STAGES = {
+    "vqvae": [*TINY_MODEL, "model.num_vq_embeddings=16", "model.vq_embed_dim=4",
+              "~callbacks.spectrogram_grid"],
+    "vqdiffusion": ["model.num_layers=1", "model.num_attention_heads=2",
+                    "model.attention_head_dim=8", "model.num_train_timesteps=10",
+                    "model.sample_steps=4", "model.val_samples_per_class=0",
+                    "model.scheduler.num_warmup_steps=1"],
+    "classifier": ["model.channels=[8,16]"],
+}
+
+
+@pytest.mark.slow
+def test_augment_on_the_vq_route(tmp_path):
+    """augment.route=vq trains the VQ-VAE and VQ-Diffusion on the subset and samples them."""
+    from mdvq.runs.augment import augment
+
+    stage = [f"augment.stage_overrides.{name}=[{','.join(repr(x) for x in o)}]"
+             for name, o in VQ_STAGES.items()]
+    overrides = [o for o in augment_overrides(tmp_path) if not o.startswith(
+        ("augment.stage_overrides", "augment.fractions", "augment.arms"))]
+    cfg = compose_cfg([*overrides, *stage, "augment.route=vq", "augment.fractions=[0.5]",
+                       "augment.arms=[real,synth_only]"])
+    table = augment(cfg, overrides=common(tmp_path))
+    out = tmp_path / "augment" / "k0.5"
+    assert table["route"] == "vq" and [r["arm"] for r in table["rows"]] == ["real", "synth_only"]
+    for name in ("vqvae", "vqdiffusion"):
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["data"]["split_counts"]["train"] == table["fractions"]["k0.5"][
+            "real_train_count"], name
+    meta = json.loads((out / "samples" / "meta.json").read_text())
+    assert meta["prior_kind"] == "vqdiffusion"
