@@ -147,6 +147,26 @@ def test_masks_blank_whole_stripes():
     assert int(blank_cols.sum()) <= 3 and torch.equal(x, torch.ones(1, 8, 12))
 
 
+def test_training_loader_applies_the_transform_per_example_and_only_when_given():
+    from types import SimpleNamespace
+
+    from mdvq.evaluation.tstr import SyntheticTrainData
+
+    images = np.full((6, 1, 4, 5), 0.75, dtype=np.float32)  # 0.5 on the models' scale
+    labels = np.arange(6) % 2
+    real = SimpleNamespace(class_names=["a", "b"])
+    plain = next(iter(SyntheticTrainData(images, labels, real, 6, 0).train_dataloader()))[0]
+    assert torch.allclose(plain, torch.full((6, 1, 4, 5), 0.5))
+    aug = ClassicalAugment(max_time_shift=0, max_doppler_shift=0, time_masks=1,
+                           time_mask_width=5, doppler_masks=0, fill=-1.0)
+    torch.manual_seed(0)
+    x, y = next(iter(SyntheticTrainData(images, labels, real, 6, 0, aug).train_dataloader()))
+    assert x.shape == (6, 1, 4, 5) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
+    blanked = (x == -1.0).all(dim=2).sum(dim=-1).flatten()  # masked time columns per example
+    assert set(torch.unique(x).tolist()) <= {-1.0, 0.5} and blanked.sum() > 0
+    assert len(set(blanked.tolist())) > 1  # drawn afresh per example
+
+
 # -------------------------------------------------------------------------- end to end
 TWO_CLASSES = [  # 2 classes x 10 simulated examples at 16x16, 10 subjects doing both
     "data=radar", "data.image_size=[16,16]", "data.datamodule.source.classes=[walking,falling]",
@@ -235,6 +255,24 @@ def test_augment_end_to_end_sees_only_its_fraction_and_reuses_stages(tmp_path, m
     again = augment(cfg, overrides=common(tmp_path))
     assert again["rows"] == table["rows"]
     assert all(s["reused"] for f in again["fractions"].values() for s in f["stages"].values())
+
+
+def test_augment_without_synthetic_arms_trains_no_generator(tmp_path):
+    """arms real + classical: the classical arm trains through the augmenting loader, no
+    autoencoder or prior is trained, and the paired differences are computed per seed."""
+    from mdvq.runs.augment import augment
+
+    cfg = compose_cfg(augment_overrides(tmp_path) + ["augment.fractions=[0.5]",
+                                                     "augment.arms=[real,classical]"])
+    table = augment(cfg, overrides=common(tmp_path))
+    out = tmp_path / "augment" / "k0.5"
+    assert not (out / "klvae").exists() and not (out / "samples").exists()
+    real, classical = table["rows"]
+    assert classical["arm"] == "classical" and classical["train_count"] == real["train_count"]
+    diffs = [classical["acc_per_seed"][s] - real["acc_per_seed"][s] for s in ("0", "1")]
+    assert classical["diff_vs_real"]["mean"] == pytest.approx(np.mean(diffs))
+    assert json.loads((out / "classical" / "seed1" / "stage.json").read_text())["inputs"][
+        "classical"]["max_time_shift"] == 4
 
 
 def test_augment_refuses_bad_settings_before_training(tmp_path):

@@ -143,13 +143,17 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             if not path.is_file() or json.loads(path.read_text()) != manifest:
                 write_manifest(manifest, path)
             subset = [f"data.datamodule.train_subset={path.resolve()}"]
-        stages = {ae_stage: train_stage(
-            ae_stage, [*common, *ae_choice, *subset, *stage_overrides.get(ae_stage, [])],
-            fdir / ae_stage)}
-        stages[prior_stage] = train_stage(
-            prior_stage, [*common, *prior_choice, f"model.{ae_key}={(fdir / ae_stage).resolve()}",
-                          f"model.num_classes={len(classes)}", *subset,
-                          *stage_overrides.get(prior_stage, [])], fdir / prior_stage)
+        ratios = [SYNTHETIC_RATIO[a] for a in arms if SYNTHETIC_RATIO[a]]
+        stages: dict[str, dict] = {}
+        if ratios:  # the generator only where an arm uses synthetic data
+            stages[ae_stage] = train_stage(
+                ae_stage, [*common, *ae_choice, *subset, *stage_overrides.get(ae_stage, [])],
+                fdir / ae_stage)
+            stages[prior_stage] = train_stage(
+                prior_stage, [*common, *prior_choice,
+                              f"model.{ae_key}={(fdir / ae_stage).resolve()}",
+                              f"model.num_classes={len(classes)}", *subset,
+                              *stage_overrides.get(prior_stage, [])], fdir / prior_stage)
         # the classifier's config and the real subset it trains on (val/test: the whole splits)
         ccfg = compose_config([*common, "experiment=classifier", *subset,
                                *stage_overrides.get("classifier", []), "paths.output_dir=."])
@@ -158,7 +162,6 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         x_real = (real.datasets["train"].tensors[0].numpy() + 1.0) / 2.0
         y_real = real.datasets["train"].tensors[1].numpy()
         counts = [int(n) for n in np.bincount(y_real, minlength=len(classes))]
-        ratios = [SYNTHETIC_RATIO[a] for a in arms if SYNTHETIC_RATIO[a]]
         sampling = {key: _plain(settings.sampling[key]) for key in
                     ("seed", "batch_size", "steps", "guidance")}
         samples_dir = fdir / "samples"
