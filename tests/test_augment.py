@@ -45,6 +45,8 @@ def test_draw_keeps_recordings_whole_and_is_stratified():
     other = draw_fraction(labels, groups, 0.3, seed=4)
     assert other["groups"] != manifest["groups"] and len(other["groups"]) == len(chosen)
     assert draw_fraction(labels, groups, 1.0, seed=0)["groups"] == sorted(set(groups.tolist()))
+    # nested: with one seed the 10 % subset lies inside the 30 % one
+    assert set(draw_fraction(labels, groups, 0.1, seed=3)["groups"]) < chosen
 
 
 def test_draw_of_subjects_doing_every_class_keeps_the_class_mix():
@@ -56,6 +58,7 @@ def test_draw_of_subjects_doing_every_class_keeps_the_class_mix():
     keep = select_train(manifest, subjects, len(labels))
     assert np.bincount(labels[keep]).tolist() == [20, 20, 20]  # whole subjects, every class
     assert set(subjects[keep]) == set(manifest["groups"])
+    assert set(draw_fraction(labels, subjects, 0.1, seed=0)["groups"]) < set(manifest["groups"])
 
 
 def test_draw_refuses_a_fraction_that_leaves_a_class_without_a_recording():

@@ -38,7 +38,10 @@ def draw_fraction(labels: np.ndarray, groups: np.ndarray | None, fraction: float
     (None: draw single examples instead); fraction: k in (0, 1]; seed: the draw's seed.
     Per class c with G_c groups holding it, round(k * G_c) of them are drawn (a group holding
     several classes, e.g. a subject doing every activity, counts for each); classes with the
-    fewest groups draw first, and a group already drawn counts for every class it holds.
+    fewest groups draw first, and a group already drawn counts for every class it holds. Groups
+    are taken in one order fixed by `seed`, so with the same seed the subset of a smaller k lies
+    inside that of a larger k (for one-class recordings always; for groups holding several
+    classes as long as the classes draw in the same order).
     Returns a manifest dict: `{"fraction", "by": "group"|"example", "seed", "groups": sorted ids}`
     (or `"indices"`: sorted positions, without groups). Raises ValueError naming `key` and the
     class when k leaves a class without any group (round(k * G_c) = 0), or k is not in (0, 1].
@@ -63,14 +66,19 @@ def draw_fraction(labels: np.ndarray, groups: np.ndarray | None, fraction: float
             f"{'recording/subject' if by == 'group' else 'example'} in the training subset "
             f"(round(k x count) = 0; {'recordings/subjects' if by == 'group' else 'examples'} "
             f"per class in the training split: {counts}); raise the fraction or add data")
-    rng = np.random.default_rng(seed)
+    # one seeded order of all groups; each class takes the next of its groups in that order, so
+    # with one seed a smaller fraction's subset lies inside a larger one's (nested subsets)
+    order = np.random.default_rng(seed).permutation(sorted(set(units.tolist()))).tolist()
     chosen: set[str] = set()
     for c in sorted(holders, key=lambda c: (len(holders[c]), c)):
-        have = [u for u in holders[c] if u in chosen]
-        free = [u for u in holders[c] if u not in chosen]
-        need = wanted[c] - len(have)
-        if need > 0:
-            chosen.update(rng.permutation(free)[:need].tolist())
+        mine = set(holders[c])
+        need = wanted[c] - len(mine & chosen)
+        for u in order:
+            if need <= 0:
+                break
+            if u in mine and u not in chosen:
+                chosen.add(u)
+                need -= 1
     manifest = {"fraction": float(fraction), "by": by, "seed": int(seed)}
     if by == "group":
         manifest["groups"] = sorted(chosen)
