@@ -8,7 +8,9 @@ windows and duration per class, the split by recording, the derived axes, whethe
 recording-disjoint split is possible, optimiser steps per epoch and per stage) and writes
 `inspect.json`; `task=phase1` (experiment=phase1) trains the KL-VAE and the VQ-VAE on the
 same data and split and writes the decision; `task=routes` (experiment=routes) runs both
-generation routes end to end (`mdvq.runs.experiments`).
+generation routes end to end (`mdvq.runs.experiments`); `task=augment` (experiment=augment)
+trains classifiers on fractions of the real data with and without synthetic data
+(`mdvq.runs.augment`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from mdvq.core.compose import config_dir
 
 log = logging.getLogger("mdvq.run")
 
-TASKS = ("fit", "preview", "inspect", "phase1", "routes")
+TASKS = ("fit", "preview", "inspect", "phase1", "routes", "augment")
 
 #: the stages `task=inspect` estimates steps for: name -> the overrides that select it
 STAGES = {"klvae": ["model=klvae"], "vqvae": ["model=vqvae"],
@@ -139,6 +141,11 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
         from mdvq.runs import experiments
 
         getattr(experiments, task)(cfg)
+        return None
+    if task == "augment":
+        from mdvq.runs.augment import augment
+
+        augment(cfg)
         return None
     if task != "fit":
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")

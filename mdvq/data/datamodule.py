@@ -132,6 +132,9 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
       gives none.
     shuffle_seed: seed of the per-epoch training order (None: torch's initial seed, i.e. the
       run's `seed`), so resumed runs see the same batches as uninterrupted ones.
+    train_subset: path of a subset manifest (`mdvq.data.subsets`: recording/subject ids or
+      positions in the training split): the training split keeps only those examples (the
+      data key then names the subset); validation and test stay whole. None: all of it.
     Batches are `(x, label)`: x float32 `(B, C, F, T)` in [-1,1] (`2*x01 - 1`), label int64 `(B,)`.
     After `setup()`: `class_names`, `freqs_hz`/`times_s` (axes of the resized rows/columns, or
     None), `data_key` (identifies the data and the split) and `split_counts`.
@@ -151,6 +154,7 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         shuffle_seed: int | None = None,
+        train_subset: str | None = None,
     ):
         super().__init__()
         if len(image_size) != 2 or any(int(s) <= 0 for s in image_size):
@@ -171,6 +175,8 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.shuffle_seed = shuffle_seed
+        self.train_subset = None if train_subset in (None, "") else str(train_subset)
+        self.train_groups: np.ndarray | None = None  # recording/subject id per training example
         self.class_names: list[str] = []
         self.freqs_hz: np.ndarray | None = None
         self.times_s: np.ndarray | None = None
@@ -233,6 +239,18 @@ class SpectrogramDataModule(SplitLoaders, L.LightningDataModule):
         split = cache_key({"val": self.val_fraction, "test": self.test_fraction, "seed": self.split_seed,
                            "subject_disjoint": subjects is not None, "version": SPLIT_VERSION})
         self.data_key = f"{content}-{self.image_size[0]}x{self.image_size[1]}-split{split}"
+        if subjects is not None:
+            self.train_groups = np.asarray(subjects)[self.split_indices["train"]].astype(str)
+        if self.train_subset is not None:  # keep the manifest's part of the training split only
+            from mdvq.data.subsets import manifest_hash, read_manifest, select_train
+
+            manifest = read_manifest(self.train_subset)
+            keep = select_train(manifest, self.train_groups, len(self.split_indices["train"]),
+                                self.train_subset)
+            self.split_indices["train"] = self.split_indices["train"][keep]
+            if self.train_groups is not None:
+                self.train_groups = self.train_groups[keep]
+            self.data_key += f"-sub{manifest_hash(manifest)}"
         x = torch.from_numpy(images).mul_(2.0).sub_(1.0)  # utils.pixels.to_model, in place
         y = torch.from_numpy(data.labels)
         for name in SPLITS:

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from mdvq.core.artifacts import load_checkpoint
 from mdvq.core.compose import build
@@ -32,6 +32,20 @@ from mdvq.utils.pixels import to_model
 log = logging.getLogger(__name__)
 
 
+class _Transformed(Dataset):
+    """`(transform(x), y)` of a dataset of `(x, y)` pairs, a fresh draw per access."""
+
+    def __init__(self, base: Dataset, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return self.transform(x), y
+
+
 class SyntheticTrainData(L.LightningDataModule):
     """Training batches from generated samples, validation and test batches from real data.
 
@@ -39,12 +53,16 @@ class SyntheticTrainData(L.LightningDataModule):
     ``(x in [-1, 1], y)`` in a per-epoch order fixed by ``seed``; ``real`` is a set-up
     ``SpectrogramDataModule`` whose ``val``/``test`` loaders are used unchanged.
     ``class_names`` is the real data's (the classifier checks its class count against it).
+    ``transform`` (optional) maps one training example ``(1, F, T)`` in [-1, 1] to an augmented
+    one (e.g. ``mdvq.data.augmentation.ClassicalAugment(fill=-1)``), drawn afresh per access.
     """
 
-    def __init__(self, images01: np.ndarray, labels: np.ndarray, real, batch_size: int, seed: int):
+    def __init__(self, images01: np.ndarray, labels: np.ndarray, real, batch_size: int, seed: int,
+                 transform=None):
         super().__init__()
         x = to_model(torch.from_numpy(np.asarray(images01, dtype=np.float32)))
         self.train_set = TensorDataset(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+        self.transform = transform
         self.real = real
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -53,7 +71,9 @@ class SyntheticTrainData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Generated samples, reshuffled every epoch."""
         sampler = EpochShuffleSampler(len(self.train_set), self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler)
+        data = self.train_set if self.transform is None else _Transformed(self.train_set,
+                                                                          self.transform)
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         """The real validation split."""
@@ -75,6 +95,7 @@ def train_on_synthetic(
     trainer_overrides: dict | None = None,
     device: str = "cpu",
     callbacks: list | tuple = (),
+    train_transform=None,
 ) -> dict:
     """Train a fresh classifier from ``model_cfg`` on generated samples; test it on real data.
 
@@ -84,6 +105,8 @@ def train_on_synthetic(
     ``{"max_epochs": 2}``) change it. ``real`` is the set-up real datamodule. ``callbacks``
     join the checkpoint, e.g. the judge's ``TrainingBudget`` (``mdvq.callbacks.budget.
     budget_like``) so a small sample set trains as many optimiser steps as the judge did.
+    ``train_transform`` (optional) augments every training example (see `SyntheticTrainData`);
+    ``images01`` may hold real examples too (a mixed real + synthetic training set).
     Returns ``{"acc": real test accuracy of the best checkpoint, "val_acc", "test_count",
     "train_count", "epochs", "steps" (optimiser steps trained), "checkpoint"}``.
     """
@@ -91,7 +114,7 @@ def train_on_synthetic(
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, workers=True)
     model = build(model_cfg)
-    data = SyntheticTrainData(images01, labels, real, real.batch_size, seed)
+    data = SyntheticTrainData(images01, labels, real, real.batch_size, seed, train_transform)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch_{epoch:03d}",
                                  monitor=VAL_ACC, mode="max", save_top_k=1,
                                  auto_insert_metric_name=False)
