@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg, data_overrides, tiny_overrides
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_latent_diffusion import save_tiny_kl
@@ -129,17 +130,17 @@ def test_training_loss_counts_only_masked_positions(tmp_path, monkeypatch):
 
 def test_each_decoding_step_reveals_the_scheduled_number_of_tokens(tmp_path, monkeypatch):
     module = tiny_prior(save_tiny_vq(tmp_path / "vq")).eval()
+    seen = []
+    original = module.forward
+    monkeypatch.setattr(module, "forward", lambda x, y: (
+        seen.append((x == module.mask_id).sum(1).tolist()), original(x, y))[1])
     for steps in (4, 8, 12):
-        seen = []
-        original = module.forward
-        monkeypatch.setattr(module, "forward", lambda x, y: (
-            seen.append((x == module.mask_id).sum(1).tolist()), original(x, y))[1])
+        seen.clear()
         codes = module.generate(torch.tensor([0, 1, 1]), steps=steps,
                                 generator=torch.Generator().manual_seed(steps))
         masked_before = [N, *decode_schedule(N, steps)[:-1]]
         assert seen == [[m] * 3 for m in masked_before], steps
         assert codes.shape == (3, 4, 4) and int(codes.max()) < K and int(codes.min()) >= 0
-        monkeypatch.undo()
 
 
 # ------------------------------------------------------------------------------- learning
@@ -247,14 +248,14 @@ def test_a_kl_vae_is_refused_naming_the_key(tmp_path):
 
 def test_bad_settings_name_their_key(tmp_path):
     vq = save_tiny_vq(tmp_path / "vq")
-    for kw, key in ((dict(sample_steps=17), "model.sample_steps"),
-                    (dict(sample_steps=0), "model.sample_steps"),
-                    (dict(sample_temperature=0.0), "model.sample_temperature"),
-                    (dict(choice_temperature=20.0), "model.choice_temperature"),
-                    (dict(sample_guidance=-1.0), "model.sample_guidance"),
-                    (dict(label_drop_prob=1.0), "model.label_drop_prob"),
-                    (dict(sampler="purity"), "model.sampler"),
-                    (dict(image_size=(8, 16)), "data.image_size")):
+    for kw, key in (({"sample_steps": 17}, "model.sample_steps"),
+                    ({"sample_steps": 0}, "model.sample_steps"),
+                    ({"sample_temperature": 0.0}, "model.sample_temperature"),
+                    ({"choice_temperature": 20.0}, "model.choice_temperature"),
+                    ({"sample_guidance": -1.0}, "model.sample_guidance"),
+                    ({"label_drop_prob": 1.0}, "model.label_drop_prob"),
+                    ({"sampler": "purity"}, "model.sampler"),
+                    ({"image_size": (8, 16)}, "data.image_size")):
         with pytest.raises(ValueError, match=re.escape(key)):
             tiny_prior(vq, **kw)
     with pytest.raises(ValueError, match="model.vqvae"):
@@ -278,7 +279,6 @@ def test_model_yaml_is_commented_and_matches_the_constructor(tmp_path):
 
 
 def test_experiment_selects_the_prior_callbacks_and_budget(tmp_path):
-    from conftest import compose_cfg
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     cfg = compose_cfg(["experiment=maskedtokens"])
@@ -291,3 +291,43 @@ def test_experiment_selects_the_prior_callbacks_and_budget(tmp_path):
                 callbacks=[ModelCheckpoint(dirpath=tmp_path, monitor="val/vb")])
     with pytest.raises(ValueError, match="experiment=maskedtokens"):
         t.fit(tiny_prior(vq), ToyCodes(4))
+
+
+# ------------------------------------------------------------------------------- end to end
+@pytest.mark.slow  # about 40 s on the shared CPU (a tiny VQ-VAE run, then the prior's)
+def test_run_trains_logs_the_learning_curve_and_exports(tmp_path):
+    """`mdvq.run experiment=maskedtokens` on a tiny VQ-VAE run: summary, val/masked_accuracy per
+    validation (the learning curve), the export, and `mdvq.sample` on the run folder."""
+    import csv
+
+    from mdvq.runs.training import train
+    from mdvq.sample import main as sample_main
+
+    cache = tmp_path / "cache"
+    train(compose_cfg(tiny_overrides(tmp_path / "vq", data_cache=cache) + [
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "test=false", "~callbacks.spectrogram_grid",
+        "callbacks.codebook_monitor.log_histogram=false"]))
+    kl = save_tiny_kl(tmp_path / "kl")  # a KL-VAE stops the run, naming the key
+    with pytest.raises(ValueError, match=r"model\.vqvae: .*KL-VAE.*experiment=latentdiffusion"):
+        train(compose_cfg(data_overrides(tmp_path / "bad", cache) + [
+            "experiment=maskedtokens", f"model.vqvae={kl}"]))
+    summary = train(compose_cfg(data_overrides(tmp_path / "prior", cache) + [
+        "experiment=maskedtokens", f"model.vqvae={tmp_path / 'vq' / 'run'}",
+        "model.num_layers=1", "model.num_attention_heads=2", "model.attention_head_dim=16",
+        "model.sample_steps=4", "model.val_samples_per_class=1",
+        "model.scheduler.num_warmup_steps=2", "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1"]))
+    run = tmp_path / "prior" / "run"
+    assert summary["status"] == "finished" and summary["model"] == "maskedtokens"
+    for key in ("val/loss", "val/masked_accuracy", "test/masked_accuracy", "test/masked_entropy"):
+        assert key in summary["metrics"], key
+    with open(next((run / "csv").glob("version_*/metrics.csv"))) as fh:
+        curve = [(int(r["step"]), float(r["val/masked_accuracy"]))
+                 for r in csv.DictReader(fh) if r.get("val/masked_accuracy")]
+    assert len(curve) == 2 and curve[0][0] < curve[1][0], curve
+    assert (run / "pretrained" / "prior.json").exists()
+    assert (run / "figures" / "samples_test.png").exists()
+    out = sample_main([str(run), "n_per_class=1", "steps=3"])
+    assert json.loads((out / "meta.json").read_text())["prior_kind"] == "maskedtokens"
