@@ -3,8 +3,9 @@
     python -m mdvq.sample PRIOR n_per_class=8 guidance=1.5 steps=20 seed=0 out=DIR
     python -m mdvq.sample VQ_PRIOR sampler=purity truncation=0.9
 
-PRIOR is a prior run folder (VQ-Diffusion or latent diffusion; its best checkpoint, else
-``last.ckpt``), a Lightning checkpoint of either prior, or an exported latent-diffusion folder.
+PRIOR is a prior run folder (VQ-Diffusion, masked tokens or latent diffusion; its best
+checkpoint, else ``last.ckpt``), a Lightning checkpoint of any prior, or an exported
+latent-diffusion or masked-token folder.
 ``out`` defaults to ``<run folder>/samples``; one that already holds samples is refused
 unless ``overwrite=true``, which removes only the files an earlier call wrote. The folder written (``samples.npy``,
 ``labels.npy``, ``meta.json``, ``png/``, ``grid.png``) is described in
@@ -28,7 +29,8 @@ OPTIONS = [
     cli.Arg("guidance", float, None, "classifier-free guidance scale >= 0 (None: the prior's)"),
     cli.Arg("steps", int, None, "sampling steps, 1..T (None: the prior's default)"),
     cli.Arg("sampler", str, None, "dpm | ddim (latent diffusion), ancestral | purity "
-                                  "(VQ-Diffusion); None: the prior's"),
+                                  "(VQ-Diffusion), confidence (masked tokens); None: the "
+                                  "prior's"),
     cli.Arg("truncation", float, None, "VQ-Diffusion: keep the most likely codes up to this "
                                        "cumulative probability, (0, 1] (None: the prior's)"),
     cli.Arg("seed", int, 0, "random seed"),

@@ -35,7 +35,7 @@ SAFE = {"weights_only": True}
 """Keyword arguments for every Lightning load of a received file (``load_from_checkpoint``,
 ``Trainer.fit/test(ckpt_path=...)``): torch's restricted unpickler, whatever the torch default."""
 
-MODEL_KINDS = ("vqvae", "klvae", "vqdiffusion", "latentdiffusion", "classifier")
+MODEL_KINDS = ("vqvae", "klvae", "vqdiffusion", "maskedtokens", "latentdiffusion", "classifier")
 
 DESCRIPTIONS = {
     "vqvae": "a VQ-VAE (a `model=vqvae` run folder, a diffusers VQModel folder or a VQVAEModule "
@@ -43,6 +43,8 @@ DESCRIPTIONS = {
     "klvae": "a KL-VAE (a `model=klvae` run folder, a diffusers AutoencoderKL folder or a "
              "KLVAEModule .ckpt)",
     "vqdiffusion": "a VQ-Diffusion prior (its run folder or .ckpt)",
+    "maskedtokens": "a masked-token prior (its run folder, .ckpt or exported folder with "
+                    "transformer/, scheduler/, vqvae/, prior.json)",
     "latentdiffusion": "a latent-diffusion prior (its run folder, .ckpt or exported folder with "
                        "unet/, scheduler/, vae/ or vqvae/)",
     "classifier": "a classifier (an `experiment=classifier` run folder, its summary.json or "
@@ -51,6 +53,7 @@ DESCRIPTIONS = {
 """What each kind of artifact may be given as (used in every error message)."""
 
 KIND_NAMES = {"vqvae": "a VQ-VAE", "klvae": "a KL-VAE", "vqdiffusion": "a VQ-Diffusion prior",
+              "maskedtokens": "a masked-token prior",
               "latentdiffusion": "a latent-diffusion prior", "classifier": "a classifier"}
 """Each kind in words."""
 
@@ -59,7 +62,8 @@ DIFFUSERS_CLASSES = {"VQModel": "vqvae", "AutoencoderKL": "klvae"}
 
 # State-dict key prefixes that identify each LightningModule of mdvq (first match wins: a prior
 # holds its frozen autoencoder under `vqvae.` / `autoencoder.`, so it is tested first).
-_PREFIXES = (("transformer.", "vqdiffusion"), ("unet.", "latentdiffusion"),
+_PREFIXES = (("transformer.", "vqdiffusion"), ("masked_transformer.", "maskedtokens"),
+             ("unet.", "latentdiffusion"),
              ("model.quantize.", "vqvae"), ("model.encoder.", "klvae"),
              ("backbone.", "classifier"))
 
@@ -204,7 +208,8 @@ def resolve_artifact(path: str | os.PathLike, kinds: str | tuple[str, ...], key:
     ``path`` may be a run folder (or its ``summary.json``): its exported diffusers folder when
     ``prefer_export`` and one exists, else its best (or last) checkpoint; a diffusers
     ``save_pretrained`` folder (or a folder with ``pretrained/config.json``); a prior's exported
-    pipeline folder (``unet/``); or a ``.ckpt`` (inside a run folder its run is attached).
+    pipeline folder (``unet/``; a masked-token prior's: ``prior.json`` naming its kind); or a
+    ``.ckpt`` (inside a run folder its run is attached).
     A checkpoint's kind is checked by :func:`checkpoint_kind` on a weights-only load.
 
     Raises FileNotFoundError (nothing there, or a run with no model saved) or ValueError /
@@ -227,12 +232,24 @@ def resolve_artifact(path: str | os.PathLike, kinds: str | tuple[str, ...], key:
             return Artifact(found, "diffusers", folder, None, source)
     if (source / "unet").is_dir() and "latentdiffusion" in kinds:
         return Artifact("latentdiffusion", "export", source, None, source)
-    if (source / "prior.json").is_file() and not {"vqdiffusion", "latentdiffusion"} & set(kinds):
+    if "maskedtokens" in kinds and _export_kind(source) == "maskedtokens":
+        return Artifact("maskedtokens", "export", source, None, source)
+    priors = {"vqdiffusion", "latentdiffusion", "maskedtokens"}
+    if (source / "prior.json").is_file() and not priors & set(kinds):
         raise ValueError(f"{key}: {source} is an exported prior (prior.json), not "
                          f"{' or '.join(KIND_NAMES[k] for k in kinds)}; give {expected(kinds)}")
     raise FileNotFoundError(f"{key}: {source} is neither a run folder (summary.json), a diffusers "
                             f"folder (config.json), a folder with pretrained/config.json nor a "
                             f"checkpoint; give {expected(kinds)}")
+
+
+def _export_kind(folder: Path) -> str | None:
+    """``model_kind`` named by an exported prior's ``prior.json`` (None: no such file or field)."""
+    try:
+        meta = json.loads((folder / "prior.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("model_kind") if isinstance(meta, dict) else None
 
 
 def _run_artifact(source: Path, kinds: tuple[str, ...], key: str,

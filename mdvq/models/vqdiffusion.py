@@ -160,18 +160,10 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
         self.num_codes = self.vqvae.num_codes
         self.num_classes = int(num_classes)
         self.null_class = self.num_classes
-        self.transformer = Transformer2DModel(
-            num_attention_heads=num_attention_heads,
-            attention_head_dim=attention_head_dim,
-            num_layers=num_layers,
-            dropout=dropout,
-            sample_size=self.grid[0],
-            num_vector_embeds=self.num_codes + 1,
-            activation_fn=activation_fn,
-            num_embeds_ada_norm=self.num_classes,
-            norm_type="ada_norm_zero",
-        )
-        disable_label_dropout(self.transformer)
+        self.transformer = build_transformer(
+            self.num_codes, self.grid[0], self.num_classes, num_layers=num_layers,
+            num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
+            dropout=dropout, activation_fn=activation_fn)
         self.diffusion = MaskReplaceDiffusion(
             self.num_codes, num_train_timesteps, alpha_cum_start, alpha_cum_end,
             gamma_cum_start, gamma_cum_end)
@@ -330,6 +322,33 @@ class VQDiffusionModule(ConditionalPrior, LightningModule):
                 **self.data_info}
         (directory / "prior.json").write_text(json.dumps(meta, indent=2))
         return directory
+
+
+def build_transformer(num_codes: int, grid_side: int, num_classes: int, num_layers: int = 4,
+                      num_attention_heads: int = 4, attention_head_dim: int = 32,
+                      dropout: float = 0.0, activation_fn: str = "geglu") -> Transformer2DModel:
+    """A class-conditional discrete ``Transformer2DModel`` on ``grid_side x grid_side`` code maps.
+
+    Tokens are ``[0, num_codes]`` (``num_codes`` is the mask token, ``num_vector_embeds = K +
+    1``); ``norm_type="ada_norm_zero"`` takes one time step and one label in ``[0,
+    num_classes]`` per sample (``num_classes`` is the null class). The per-block label dropout
+    is switched off (:func:`disable_label_dropout`): the caller drops labels itself. Returns
+    log-probabilities ``(B, K, N)`` over the ``K`` codes. Shared by the VQ-Diffusion and the
+    masked-token priors.
+    """
+    transformer = Transformer2DModel(
+        num_attention_heads=num_attention_heads,
+        attention_head_dim=attention_head_dim,
+        num_layers=num_layers,
+        dropout=dropout,
+        sample_size=grid_side,
+        num_vector_embeds=num_codes + 1,
+        activation_fn=activation_fn,
+        num_embeds_ada_norm=num_classes,
+        norm_type="ada_norm_zero",
+    )
+    disable_label_dropout(transformer)
+    return transformer
 
 
 def load_transformer(directory: str | Path) -> Transformer2DModel:

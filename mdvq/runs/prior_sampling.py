@@ -1,11 +1,12 @@
 """Class-conditional sampling from a trained prior (either route), into a samples folder.
 
-Two priors share one interface (``generate(labels, steps, guidance, generator, sampler)`` then
+Three priors share one interface (``generate(labels, steps, guidance, generator, sampler)`` then
 ``decode(...)`` to ``(B, 1, F, T)`` images in [0, 1], ``data_info``, ``num_classes``,
-``hparams.sample_steps`` / ``hparams.sample_guidance``): the VQ-Diffusion prior on code maps
-(``model_kind = "vqdiffusion"``) and the latent-diffusion prior on KL-VAE latents
-(``"latentdiffusion"``). ``load_prior`` reads either from a run folder, a Lightning checkpoint
-or (latent diffusion) an exported pipeline folder; ``sample_prior`` draws and times samples;
+``hparams.sample_steps`` / ``hparams.sample_guidance``): the VQ-Diffusion prior and the
+masked-token prior on code maps (``model_kind = "vqdiffusion"``, ``"maskedtokens"``) and the
+latent-diffusion prior on KL-VAE latents (``"latentdiffusion"``). ``load_prior`` reads any of
+them from a run folder, a Lightning checkpoint or (latent diffusion, masked tokens) an exported
+folder; ``sample_prior`` draws and times samples;
 ``mdvq.core.samples.write_samples`` writes them.
 """
 
@@ -19,13 +20,17 @@ import torch
 
 from mdvq.core.artifacts import load_module, resolve_artifact
 
-PRIOR_KINDS = ("vqdiffusion", "latentdiffusion")
+PRIOR_KINDS = ("vqdiffusion", "maskedtokens", "latentdiffusion")
 
 
 def sampler_choices(kind: str) -> tuple[str, ...]:
     """The sampling strategies a prior of ``kind`` accepts (its default sampler is first)."""
     if kind == "vqdiffusion":
         from mdvq.models.discrete_diffusion import SAMPLERS
+
+        return SAMPLERS
+    if kind == "maskedtokens":
+        from mdvq.models.masked_tokens import SAMPLERS
 
         return SAMPLERS
     if kind == "latentdiffusion":
@@ -40,6 +45,10 @@ def _module_class(kind: str):
         from mdvq.models.vqdiffusion import VQDiffusionModule
 
         return VQDiffusionModule
+    if kind == "maskedtokens":
+        from mdvq.models.masked_tokens import MaskedTokenModule
+
+        return MaskedTokenModule
     if kind == "latentdiffusion":
         from mdvq.models.latent_diffusion import LatentDiffusionModule
 
@@ -51,11 +60,16 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu", key: str = 
     """A trained prior (eval mode, on ``device``) and the file it came from.
 
     ``path``: a prior run folder (its best checkpoint, else ``last.ckpt``), a ``.ckpt`` of
-    either prior, or an exported latent-diffusion folder (``unet/``, ``scheduler/``, ``vae/``),
+    any prior, an exported latent-diffusion folder (``unet/``, ``scheduler/``, ``vae/``) or an
+    exported masked-token folder (``transformer/``, ``scheduler/``, ``vqvae/``, ``prior.json``),
     resolved by :func:`mdvq.core.artifacts.resolve_artifact` (checkpoints are opened
     weights-only). Raises FileNotFoundError / ValueError naming ``key`` and ``path``.
     """
     artifact = resolve_artifact(path, PRIOR_KINDS, key)
+    if artifact.form == "export" and artifact.kind == "maskedtokens":
+        from mdvq.models.masked_tokens import load_exported_masked_prior
+
+        return load_exported_masked_prior(artifact.path).to(device).eval(), artifact.path
     if artifact.form == "export":
         from mdvq.models.latent_diffusion import load_exported_latent_prior
 
@@ -70,8 +84,8 @@ def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
                  truncation: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Draw ``n_per_class`` samples of each class (or of ``classes``, by name).
 
-    ``sampler`` (None: the prior's configured one) is ``dpm`` / ``ddim`` for latent diffusion
-    and ``ancestral`` / ``purity`` for VQ-Diffusion; ``truncation`` (VQ-Diffusion only; None:
+    ``sampler`` (None: the prior's configured one) is ``dpm`` / ``ddim`` for latent diffusion,
+    ``ancestral`` / ``purity`` for VQ-Diffusion and ``confidence`` for the masked-token prior; ``truncation`` (VQ-Diffusion only; None:
     the prior's ``sample_truncation``) keeps the most likely codes up to that cumulative
     probability.
 
@@ -95,7 +109,7 @@ def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
     steps = int(module.hparams.sample_steps if steps is None else steps)
     max_steps = int(getattr(module, "max_sample_steps", module.hparams.get("num_train_timesteps")))
     if not 1 <= steps <= max_steps:
-        raise ValueError(f"steps must lie in [1, {max_steps}] (the prior's training steps T), "
+        raise ValueError(f"steps must lie in [1, {max_steps}] (the prior's training steps T; a masked-token prior's tokens), "
                          f"got {steps}")
     guidance = float(module.hparams.sample_guidance if guidance is None else guidance)
     if not (guidance >= 0 and np.isfinite(guidance)):
