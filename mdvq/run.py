@@ -33,7 +33,8 @@ TASKS = ("fit", "preview", "inspect", "phase1", "routes", "augment")
 STAGES = {"klvae": ["model=klvae"], "vqvae": ["model=vqvae"],
           "classifier": ["experiment=classifier"],
           "latentdiffusion": ["experiment=latentdiffusion"],
-          "vqdiffusion": ["experiment=vqdiffusion"]}
+          "vqdiffusion": ["experiment=vqdiffusion"],
+          "maskedtokens": ["experiment=maskedtokens"]}
 
 
 def preview(cfg: DictConfig) -> Path:
