@@ -129,6 +129,23 @@ def test_dtw_is_zero_for_a_copy_a_constant_offset_for_a_shifted_level_and_forgiv
     np.testing.assert_allclose(dtw_nearest(np.stack([flat, flat + 1.0]), refs, chunk=2), [1.0, 0.0])
 
 
+def test_dtw_matches_the_textbook_recursion():
+    def textbook(a, b):  # D[i,j] = min(D[i-1,j] + c, D[i,j-1] + c, D[i-1,j-1] + 2c), / 2T
+        n = len(a)
+        d = np.full((n + 1, n + 1), np.inf)
+        d[0, 0] = 0.0
+        for i in range(1, n + 1):
+            for j in range(1, n + 1):
+                c = abs(a[i - 1] - b[j - 1])
+                d[i, j] = min(d[i - 1, j] + c, d[i, j - 1] + c, d[i - 1, j - 1] + 2 * c)
+        return d[n, n] / (2 * n)
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 12)), rng.normal(size=(5, 12))
+    expected = [min(textbook(x, y) for y in b) for x in a]
+    np.testing.assert_allclose(dtw_nearest(a, b, chunk=3), expected, rtol=1e-12)
+
+
 def test_sifter_threshold_passes_the_quantile_of_real_test():
     rng = np.random.default_rng(1)
     cov = np.diag([9.0, 1.0, 0.25])

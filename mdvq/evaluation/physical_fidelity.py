@@ -112,17 +112,16 @@ def dtw_nearest(curves: np.ndarray, references: np.ndarray, chunk: int = 4096) -
         prev = None
         for i in range(t):
             cost = np.abs(pa[:, i:i + 1] - pb)  # (P, T): |a_i - b_j|
-            row = np.empty_like(cost)
-            if prev is None:
-                row[:, 0] = 2 * cost[:, 0]  # a diagonal step weighs 2 (symmetric DTW)
-                for j in range(1, t):
-                    row[:, j] = row[:, j - 1] + cost[:, j]
-            else:
-                row[:, 0] = prev[:, 0] + cost[:, 0]
-                for j in range(1, t):
-                    row[:, j] = np.minimum(np.minimum(prev[:, j], row[:, j - 1]) + cost[:, j],
-                                           prev[:, j - 1] + 2 * cost[:, j])
-            prev = row
+            if prev is None:  # first row: a diagonal start weighs 2 (symmetric DTW), then (0,1)
+                base = 2 * cost
+                base[:, 1:] = np.inf
+            else:  # from below (1,0) or the diagonal (1,1)
+                base = prev + cost
+                base[:, 1:] = np.minimum(base[:, 1:], prev[:, :-1] + 2 * cost[:, 1:])
+            # the horizontal steps (0,1): row[j] = min_k<=j base[k] + sum_{k<m<=j} cost[m],
+            # a running minimum on cumulative sums instead of a loop over j
+            csum = np.cumsum(cost, axis=1)
+            prev = csum + np.minimum.accumulate(base - csum, axis=1)
         np.minimum.at(best, ia[s:s + chunk], prev[:, -1] / (2 * t))
     return best
 
