@@ -152,10 +152,15 @@ def test_sifter_threshold_passes_the_quantile_of_real_test():
     train, test = rng.multivariate_normal(np.zeros(3), cov, 2000), rng.multivariate_normal(np.zeros(3), cov, 400)
     sifter = Sifter(components=3, quantile=0.95).fit(train, test)
     assert np.mean(sifter.passes(test)) == pytest.approx(0.95, abs=0.003)
-    # Mahalanobis: 3 std along any axis is the same distance
+    # Mahalanobis: 3 std along any axis is the same distance (in units of the train median)
     d = sifter.distance(np.array([[9.0, 0, 0], [0, 3.0, 0], [0, 0, 1.5]]))
-    np.testing.assert_allclose(d, 3.0, rtol=0.06)
+    np.testing.assert_allclose(d, d[0], rtol=0.06)
+    assert d[0] == pytest.approx(3.0 / np.sqrt(2.366), rel=0.06)  # median of chi2(3) = 2.366
     assert not sifter.passes(np.array([[0.0, 0.0, 3.0]]))[0]  # 6 std along the thin axis
+    # two kept axes: a departure along the dropped one still fails (the residual part)
+    two = Sifter(components=2, quantile=0.95).fit(train, test)
+    assert np.mean(two.passes(test)) >= 0.95
+    assert not two.passes(np.array([[0.0, 0.0, 2.0]]))[0]  # 4 std off the kept plane
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +204,7 @@ def test_real_against_real_is_about_one_and_passes_sifting_and_a_shift_is_far_of
         for key in ("max_upper_hz", "min_lower_hz", "mean_centroid_hz"):
             assert w[key]["ratio"] > 10, (name, key, w[key])
         assert w["cadence_hz"]["ratio"] < 3  # the shift keeps the cadence
-        assert off["per_class"][name]["pass_rate"] < 0.1
+        assert off["per_class"][name]["pass_rate"] < 0.25
     assert off["median_ratio"] > 10
 
 

@@ -14,7 +14,7 @@ cadence; Hz), for each class (docs/physical-fidelity.md):
   real test examples (the floor).
 - Kinematic sifting (after Erol, Gurbuz & Amin, IEEE TAES 2020): PCA on the real train
   envelope features (upper and lower envelope, `(2T,)` Hz), the Mahalanobis distance in the
-  kept components, the threshold at the `sift_quantile` (0.95) quantile of real test; the
+  kept components and the residual off them (`Sifter`), the threshold at the `sift_quantile` (0.95) quantile of real test; the
   pass rate is the share of samples within it (real test: 0.95 by construction).
 
 The settings have one source, `conf/physics/default.yaml` (`physics_settings`).
@@ -129,15 +129,21 @@ def dtw_nearest(curves: np.ndarray, references: np.ndarray, chunk: int = 4096) -
 class Sifter:
     """Kinematic sifting: PCA of real envelope features, Mahalanobis distance, a threshold.
 
-    `fit(train (N, D), test (M, D))`: centre on the train mean, keep the first
-    `components` principal axes (at most N-1 and D), their variances from train; the threshold
-    is the `quantile` quantile of the test distances. `distance(x (K, D))` is the Mahalanobis
-    distance (dimensionless) in the kept components; `passes(x)` is `distance <= threshold`.
+    `fit(train (N, D), test (M, D))`: centre on the train mean and keep the first `components`
+    principal axes (at most N-1 and D) with their train variances. A feature vector has two
+    distances from the real cloud: Hotelling's `T^2 = sum_k score_k^2 / var_k` (Mahalanobis
+    in the kept axes) and the squared residual off them (`SPE`, so a departure the kept axes
+    do not span, e.g. a constant Doppler shift of both envelopes, still counts). Each is
+    divided by its median over real train; `distance(x (K, D))` is the square root of the
+    larger (dimensionless; about 1 for a typical real example). The threshold is the
+    `quantile` quantile of the test distances (the next real value up, so at least that
+    share of real test passes); `passes(x)` is `distance <= threshold`.
     """
 
     def __init__(self, components: int = 10, quantile: float = 0.95):
         self.components, self.quantile = int(components), float(quantile)
         self.mean = self.axes = self.var = None
+        self.scale = (1.0, 1.0)  # train medians of T^2 and SPE
         self.threshold = float("nan")
 
     def fit(self, train: np.ndarray, test: np.ndarray) -> Sifter:
@@ -147,17 +153,30 @@ class Sifter:
             raise ValueError(f"sifting needs at least 3 real train examples, got {len(train)}")
         self.mean = train.mean(axis=0)
         _, sing, vt = np.linalg.svd(train - self.mean, full_matrices=False)
+        eig = sing**2 / (len(train) - 1)
         k = max(1, min(self.components, len(train) - 1, train.shape[1]))
         self.axes = vt[:k]
-        var = sing[:k] ** 2 / (len(train) - 1)
-        self.var = np.maximum(var, 1e-12 * max(float(var.max()), 1e-300))
+        self.var = np.maximum(eig[:k], 1e-12 * max(float(eig.max()), 1e-300))
+        t2, spe = self._parts(train)
+        # no residual part when the kept axes span the features (it would be rounding noise)
+        rest = k < min(train.shape[1], len(train) - 1)
+        self.scale = (max(float(np.median(t2)), 1e-300),
+                      max(float(np.median(spe)), 1e-300) if rest else None)
         self.threshold = float(np.quantile(self.distance(test), self.quantile, method="higher"))
         return self
 
+    def _parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        centred = np.asarray(x, dtype=np.float64) - self.mean
+        scores = centred @ self.axes.T
+        residual = centred - scores @ self.axes
+        return (scores**2 / self.var).sum(axis=1), (residual**2).sum(axis=1)
+
     def distance(self, x: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance `(K,)` of features `x` `(K, D)` in the kept components."""
-        scores = (np.asarray(x, dtype=np.float64) - self.mean) @ self.axes.T
-        return np.sqrt((scores**2 / self.var).sum(axis=1))
+        """Distance `(K,)` of features `x` `(K, D)` from the real cloud (see the class)."""
+        t2, spe = self._parts(x)
+        if self.scale[1] is None:
+            return np.sqrt(t2 / self.scale[0])
+        return np.sqrt(np.maximum(t2 / self.scale[0], spe / self.scale[1]))
 
     def passes(self, x: np.ndarray) -> np.ndarray:
         """Boolean `(K,)`: the distance is within the threshold."""
