@@ -69,8 +69,8 @@ def main() -> None:
     freqs, times, _ = stft_magnitude(np.zeros(cfg.num_samples, complex), cfg.prf_hz, source.stft)
     rows = []
     for name, x, f, t in [
-        ("native %dx%d" % imgs.shape[1:], imgs, freqs, times),
-        ("resized %dx%d" % tuple(args.size), resize_spectrogram(imgs, tuple(args.size)),
+        (f"native {imgs.shape[1]}x{imgs.shape[2]}", imgs, freqs, times),
+        (f"resized {args.size[0]}x{args.size[1]}", resize_spectrogram(imgs, tuple(args.size)),
          resample_axis(freqs, args.size[0]), resample_axis(times, args.size[1])),
     ]:
         for scale in ("db", "linear"):

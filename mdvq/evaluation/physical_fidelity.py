@@ -215,7 +215,7 @@ def class_fidelity(samples: PhysicsFeatures, train: PhysicsFeatures, test: Physi
         "pass_rate": float(np.mean(sifter.passes(samples.envelope_vectors()))),
         "real_test_pass_rate": float(np.mean(sifter.passes(test.envelope_vectors()))),
         "sift_threshold": sifter.threshold,
-        "sift_components": int(len(sifter.var)),
+        "sift_components": len(sifter.var),
     })
     return result
 
