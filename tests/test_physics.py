@@ -230,6 +230,20 @@ def test_physics_settings_come_from_conf_and_bad_keys_are_named():
         physics_settings(sift_quantile=1.5)
 
 
+def test_dynamic_range_comes_from_the_source_or_the_setting():
+    from types import SimpleNamespace
+
+    from mdvq.evaluation.physical_fidelity import dynamic_range_of
+
+    stft = SimpleNamespace(source=SimpleNamespace(stft=SimpleNamespace(dynamic_range_db=60.0)))
+    arrays = SimpleNamespace(source=SimpleNamespace(dynamic_range_db=40.0))
+    folder = SimpleNamespace(source=SimpleNamespace(root="pics"))
+    assert dynamic_range_of(stft) == 60.0 and dynamic_range_of(arrays) == 40.0
+    assert dynamic_range_of(folder, 50) == 50.0
+    with pytest.raises(ValueError, match="physics.dynamic_range_db"):
+        dynamic_range_of(folder)
+
+
 def test_evaluate_parses_physics_overrides():
     from mdvq.evaluate import parse_args
     from mdvq.utils.cli import UsageError
