@@ -21,6 +21,7 @@ from mdvq.evaluation.physical_fidelity import (
 )
 from mdvq.evaluation.physics import (
     SUMMARY_KEYS,
+    above_noise,
     centroid_bandwidth,
     envelopes,
     extract_features,
@@ -88,6 +89,19 @@ def test_the_envelopes_of_a_band_are_its_edges_within_a_bin():
     assert np.all(np.abs(up3 - f2) < BIN) and np.all(np.abs(low3 - f1) < BIN)
     with pytest.raises(ValueError, match="physics.percentile"):
         envelopes(p, FREQS, percentile=0.5)
+
+
+def test_noise_only_frames_have_no_motion_unless_the_noise_is_kept():
+    rng = np.random.default_rng(0)
+    p = 1e-5 * rng.exponential(size=(F, T))  # noise about 50 dB below the line
+    p[20:45, : T // 2] = 1.0  # a band in the first half of the window only
+    up, low = envelopes(above_noise(p, 10.0), FREQS, 0.01)
+    f1, f2 = FREQS[20] - BIN / 2, FREQS[44] + BIN / 2
+    assert np.all(np.abs(up[: T // 2] - f2) < BIN) and np.all(np.abs(low[: T // 2] - f1) < BIN)
+    np.testing.assert_array_equal(up[T // 2:], 0.0)  # nothing above the noise: 0 Hz
+    np.testing.assert_array_equal(centroid_bandwidth(above_noise(p, 10.0), FREQS)[1][T // 2:], 0.0)
+    up_all, low_all = envelopes(above_noise(p, None), FREQS, 0.01)
+    assert np.all(up_all[T // 2:] > 200) and np.all(low_all[T // 2:] < -200)  # the band edges
 
 
 @pytest.mark.parametrize("scale", ["db", "linear"])

@@ -12,7 +12,7 @@ On simulated walking (`data=radar` defaults, seed 0): for each walk,
 Both at the native resolution (129 x 120) and at the models' 64 x 64 (the datamodule's resize).
 
     python experiments/physics_metrics/check_extractor.py [--n 60] [--percentile 0.03]
-        [--cadence-min-hz 1.0]
+        [--cadence-min-hz 1.0] [--noise-margin-db 10]
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="walks to check")
     ap.add_argument("--percentile", type=float, default=0.03, help="envelope percentile p")
     ap.add_argument("--cadence-min-hz", type=float, default=1.0, help="physics.cadence_min_hz")
+    ap.add_argument("--noise-margin-db", type=float, default=10.0,
+                    help="physics.noise_margin_db (negative: none)")
     ap.add_argument("--size", type=int, nargs=2, default=[64, 64], help="resized (F, T)")
     args = ap.parse_args()
     source = RadarSimulatorSource(progress=False)  # data=radar defaults, seed 0
@@ -75,13 +77,16 @@ def main() -> None:
     ]:
         for scale in ("db", "linear"):
             feat = extract_features(x, f, t, source.stft.dynamic_range_db, args.percentile,
-                                    cadence_min_hz=args.cadence_min_hz, cadence_scale=scale)
+                                    cadence_min_hz=args.cadence_min_hz, cadence_scale=scale,
+                                    noise_margin_db=None if args.noise_margin_db < 0
+                                    else args.noise_margin_db)
             s = feat.summaries()
             bin_hz = float(f[1] - f[0])
             # the envelope on the side of the motion: approaching walks reach up, receding down
             side = np.where(tmax > -tmin, s["max_upper_hz"] - tmax, tmin - s["min_lower_hz"])
             rows.append((name, scale, bin_hz, s["cadence_hz"] / gait, side / bin_hz))
-    print(f"{args.n} walks, envelope p = {args.percentile}, {time.time() - t0:.0f} s")
+    print(f"{args.n} walks, envelope p = {args.percentile}, noise margin "
+          f"{args.noise_margin_db} dB, {time.time() - t0:.0f} s")
     print(f"true gait frequency: {gait.min():.2f} - {gait.max():.2f} Hz (median "
           f"{np.median(gait):.2f}); fastest scatterer max {np.median(tmax):.0f} Hz median, "
           f"min {np.median(tmin):.0f} Hz median")

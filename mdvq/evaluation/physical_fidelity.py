@@ -242,7 +242,8 @@ def physical_fidelity(samples: tuple[np.ndarray, np.ndarray], train: tuple[np.nd
     def features(images):
         return extract_features(images, freqs_hz, times_s, dynamic_range_db,
                                 float(settings["percentile"]), float(settings["cadence_min_hz"]),
-                                settings["cadence_max_hz"], str(settings["cadence_scale"]))
+                                settings["cadence_max_hz"], str(settings["cadence_scale"]),
+                                settings["noise_margin_db"])
 
     feats = {name: (features(x), np.asarray(y)) for name, (x, y) in
              (("samples", samples), ("train", train), ("test", test))}

@@ -69,16 +69,32 @@ def envelopes(power: np.ndarray, freqs_hz: np.ndarray,
         frac = np.clip((q - lo) / np.maximum(hi - lo, 1e-300), 0.0, 1.0)
         return edges[i - 1] + frac * (edges[i] - edges[i - 1])
 
-    return crossing(1.0 - percentile), crossing(percentile)
+    empty = total[..., 0] <= 0  # no energy in the frame (after `above_noise`): no motion, 0 Hz
+    return (np.where(empty, 0.0, crossing(1.0 - percentile)),
+            np.where(empty, 0.0, crossing(percentile)))
+
+
+def above_noise(power: np.ndarray, margin_db: float | None = 10.0) -> np.ndarray:
+    """Power spectrograms `(..., F, T)` with the noise set to zero: pixels less than
+    `margin_db` [dB] above the image's median level (most pixels of a micro-Doppler
+    spectrogram are noise) are dropped. None keeps every pixel. Without it the percentile
+    envelopes of frames where nothing moves sit wherever the noise ends (at the band edges)."""
+    p = np.asarray(power, dtype=np.float64)
+    if margin_db is None:
+        return p
+    db = 10.0 * np.log10(np.maximum(p, 1e-300))
+    level = np.median(db.reshape(*db.shape[:-2], -1), axis=-1)[..., None, None]
+    return np.where(db >= level + float(margin_db), p, 0.0)
 
 
 def centroid_bandwidth(power: np.ndarray, freqs_hz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centroid Doppler `sum f P / sum P` [Hz] and RMS bandwidth
     `sqrt(sum (f - centroid)^2 P / sum P)` [Hz] per frame of power spectrograms `(..., F, T)`;
-    each `(..., T)`. A single tone gives its frequency and zero bandwidth."""
+    each `(..., T)`. A single tone gives its frequency and zero bandwidth; a frame without
+    energy gives 0 Hz and 0 Hz."""
     p = np.asarray(power, dtype=np.float64)
     f = _check_axis(freqs_hz, p.shape[-2], "freqs_hz")[:, None]
-    total = np.maximum(p.sum(axis=-2), 1e-300)
+    total = np.maximum(p.sum(axis=-2), 1e-300)  # an empty frame: 0 / tiny = 0 Hz
     centroid = (p * f).sum(axis=-2) / total
     spread = (p * (f - centroid[..., None, :]) ** 2).sum(axis=-2) / total
     return centroid, np.sqrt(np.maximum(spread, 0.0))
@@ -162,12 +178,14 @@ class PhysicsFeatures:
 def extract_features(images01: np.ndarray, freqs_hz: np.ndarray, times_s: np.ndarray,
                      dynamic_range_db: float, percentile: float = 0.01,
                      cadence_min_hz: float = 1.0, cadence_max_hz: float | None = None,
-                     cadence_scale: str = "db", chunk: int = 256) -> PhysicsFeatures:
+                     cadence_scale: str = "db", noise_margin_db: float | None = 10.0,
+                     chunk: int = 256) -> PhysicsFeatures:
     """`PhysicsFeatures` of `[0,1]` dB images `(N, 1, F, T)` or `(N, F, T)` (channel 0 is used)
     with Doppler axis `freqs_hz` (F,) [Hz], frame times `times_s` (T,) [s], normalised over
     `dynamic_range_db` [dB]; see `envelopes`, `centroid_bandwidth` and `cadence`.
 
-    Envelopes, centroid and bandwidth are read on linear power. The cadence-velocity diagram
+    Envelopes, centroid and bandwidth are read on linear power above the noise
+    (`above_noise` with `noise_margin_db`). The cadence-velocity diagram
     is taken on `cadence_scale`: "db" (the power in dB, `10 log10 P`) or "linear" (P). On
     linear power the few strongest rows (the torso) dominate and their slow amplitude changes
     often outweigh the limbs' periodicity: on simulated walks the cadence landed within 10 %
@@ -183,8 +201,9 @@ def extract_features(images01: np.ndarray, freqs_hz: np.ndarray, times_s: np.nda
     parts = []
     for i in range(0, len(x), max(1, int(chunk))):
         p = to_linear_power(x[i:i + chunk], dynamic_range_db)
-        up, low = envelopes(p, freqs_hz, percentile)
-        cen, bw = centroid_bandwidth(p, freqs_hz)
+        target = above_noise(p, noise_margin_db)
+        up, low = envelopes(target, freqs_hz, percentile)
+        cen, bw = centroid_bandwidth(target, freqs_hz)
         rows = 10.0 * np.log10(p) if cadence_scale == "db" else p
         cad = cadence(rows, times_s, cadence_min_hz, cadence_max_hz)
         parts.append((up, low, cen, bw, cad))
