@@ -63,7 +63,9 @@ def main(argv: list[str]) -> dict:
     from mdvq.core.samples import load_samples
     from mdvq.evaluation.classifier_run import load_classifier_run
     from mdvq.evaluation.generation import evaluate_generation, format_markdown
+    from mdvq.evaluation.physical_fidelity import physics_settings
 
+    physics_settings(**options["physics"])  # a bad physics.KEY fails before any loading
     samples = load_samples(options["samples"])
     run = load_classifier_run(options["classifier"], cache_dir=options["cache_dir"],
                               overrides=data_overrides)

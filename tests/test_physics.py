@@ -244,6 +244,24 @@ def test_physics_settings_come_from_conf_and_bad_keys_are_named():
         physics_settings(sift_quantile=1.5)
 
 
+def test_physics_yaml_is_commented_and_matches_the_extractor_defaults():
+    import inspect
+    import re
+
+    from mdvq.core.compose import config_dir
+
+    text = (config_dir() / "physics" / "default.yaml").read_text()
+    for line in text.splitlines():
+        if re.match(r"^[A-Za-z_]+:", line):
+            assert "#" in line, f"conf/physics/default.yaml: no comment on {line!r}"
+    defaults = inspect.signature(extract_features).parameters
+    s = physics_settings()
+    for key, arg in (("percentile", "percentile"), ("cadence_min_hz", "cadence_min_hz"),
+                     ("cadence_max_hz", "cadence_max_hz"), ("cadence_scale", "cadence_scale"),
+                     ("noise_margin_db", "noise_margin_db")):
+        assert s[key] == defaults[arg].default, key
+
+
 def test_dynamic_range_comes_from_the_source_or_the_setting():
     from types import SimpleNamespace
 
@@ -268,6 +286,16 @@ def test_evaluate_parses_physics_overrides():
     assert data == []
     with pytest.raises(UsageError, match="physics.KEY=VALUE"):
         parse_args(["classifier=c", "samples=s", "out=o", "physics=false"])
+
+
+def test_evaluate_refuses_a_bad_physics_key_before_loading_anything(tmp_path, capsys):
+    from mdvq.evaluate import main
+    from mdvq.utils.cli import run
+
+    code = run(main, [f"classifier={tmp_path / 'none'}", f"samples={tmp_path / 'none'}",
+                      f"out={tmp_path / 'out'}", "physics.percentil=0.05"])
+    assert code == 2
+    assert "unknown key(s) ['percentil']" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- mdvq.evaluate

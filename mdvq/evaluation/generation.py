@@ -83,6 +83,7 @@ def evaluate_generation(
     """
     dm, model = run.datamodule, run.model.eval()
     check_compatible(samples, dm.class_names, dm.image_size, dm.freqs_hz, dm.times_s)
+    physics = _physics_settings(physics)  # a bad key fails before any prediction
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(run.config.get("seed", 0) if seed is None else seed)
@@ -182,19 +183,22 @@ PHYSICS_METRICS = {"physics_median_ratio": "median_ratio", "physics_pass_rate": 
 """metrics.json keys of the physical fidelity -> its result's keys (None when skipped)."""
 
 
+def _physics_settings(physics: dict | bool | None) -> dict | None:
+    """The physical-fidelity settings (`physics_settings` with the overrides `physics`), or
+    None when `physics` is False."""
+    from mdvq.evaluation.physical_fidelity import physics_settings
+
+    return None if physics is False else physics_settings(**dict(physics or {}))
+
+
 def _physical_fidelity(dm, samples: SampleSet, train01: np.ndarray, test01: np.ndarray,
-                       physics: dict | bool | None, seed: int, out_dir: Path) -> dict:
+                       settings: dict | None, seed: int, out_dir: Path) -> dict:
     """`physical_fidelity` of the samples against the datamodule's real train and test splits,
     or `{"skipped": why}` (disabled, or the data carry no physical axes)."""
-    from mdvq.evaluation.physical_fidelity import (
-        dynamic_range_of,
-        physical_fidelity,
-        physics_settings,
-    )
+    from mdvq.evaluation.physical_fidelity import dynamic_range_of, physical_fidelity
 
-    if physics is False:
+    if settings is None:
         return {"skipped": "physics=false"}
-    settings = physics_settings(**dict(physics or {}))
     if not settings["enabled"]:
         return {"skipped": "physics.enabled=false"}
     if dm.freqs_hz is None or dm.times_s is None:
