@@ -3,9 +3,11 @@
     python -m mdvq.evaluate classifier=CLS_RUN samples=SAMPLES_DIR out=DIR [key=value ...]
 
 Writes metrics.json and metrics.md (conditional accuracy, the judge's confidence and class
-shares, Frechet distance on the classifier's features beside the real floor, TSTR beside TRTR;
-`mdvq.evaluation.generation`) and tstr/ (the TSTR run). `trainer.KEY=...` overrides the TSTR
-trainer; `data`, `data.KEY`, `paths.KEY` give the data of a bare classifier .ckpt.
+shares, Frechet distance on the classifier's features beside the real floor, TSTR beside TRTR,
+and the judge-free physical fidelity with physics/<class>.png; `mdvq.evaluation.generation`)
+and tstr/ (the TSTR run). `trainer.KEY=...` overrides the TSTR trainer; `physics.KEY=...` the
+physical fidelity (conf/physics/default.yaml); `data`, `data.KEY`, `paths.KEY` give the data
+of a bare classifier .ckpt.
 Exit status 0 on success, 2 on bad input.
 """
 
@@ -34,16 +36,22 @@ OPTIONS = [
     cli.Arg("wandb", bool, False, "also log a W&B run: the metrics and a table of the samples "
             "with the classifier's class and confidence (offline unless an account)"),
 ]
-PASSTHROUGH = ("trainer.", "data", "data.", "paths.")
+PASSTHROUGH = ("trainer.", "physics.", "data", "data.", "paths.")
 
 
 def parse_args(argv: list[str]) -> tuple[dict, dict, list[str]]:
-    """Split the arguments into (options, TSTR trainer overrides as a dict, data overrides)."""
+    """Split the arguments into (options, TSTR trainer overrides as a dict, data overrides);
+    `options["physics"]` holds the `physics.KEY=...` overrides as a dict."""
     options, rest = cli.parse(argv, "mdvq.evaluate", [], OPTIONS, PASSTHROUGH,
                               doc=__doc__.split("\n\n")[0])
+    if any(a.split("=", 1)[0] == "physics" for a in rest):
+        raise cli.UsageError("physics: give its keys as physics.KEY=VALUE (e.g. "
+                             "physics.percentile=0.03; physics.enabled=false skips it)")
     trainer = [a[len("trainer."):] for a in rest if a.startswith("trainer.")]
-    data = [a for a in rest if not a.startswith("trainer.")]
+    physics = [a[len("physics."):] for a in rest if a.startswith("physics.")]
+    data = [a for a in rest if not a.startswith(("trainer.", "physics."))]
     overrides = OmegaConf.to_container(OmegaConf.from_dotlist(trainer)) if trainer else {}
+    options["physics"] = OmegaConf.to_container(OmegaConf.from_dotlist(physics)) if physics else {}
     return options, overrides, data
 
 
@@ -55,14 +63,16 @@ def main(argv: list[str]) -> dict:
     from mdvq.core.samples import load_samples
     from mdvq.evaluation.classifier_run import load_classifier_run
     from mdvq.evaluation.generation import evaluate_generation, format_markdown
+    from mdvq.evaluation.physical_fidelity import physics_settings
 
+    physics_settings(**options["physics"])  # a bad physics.KEY fails before any loading
     samples = load_samples(options["samples"])
     run = load_classifier_run(options["classifier"], cache_dir=options["cache_dir"],
                               overrides=data_overrides)
     result = evaluate_generation(
         run, samples, options["out"], tstr=options["tstr"], trainer_overrides=trainer_overrides,
         batch_size=options["batch_size"], seed=options["seed"], device=options["device"],
-        floor_repeats=options["floor_repeats"],
+        floor_repeats=options["floor_repeats"], physics=options["physics"],
         tstr_callbacks=[budget_like(run.config, options["tstr_min_steps"])],
         command=" ".join(["python -m mdvq.evaluate", *map(shlex.quote, argv)]),
     )

@@ -12,7 +12,10 @@ Against the real data of the in-domain classifier (docs/metrics.md):
   samples (so both carry the same finite-sample bias), averaged over a few random training
   subsets (fixed by the seed; a single draw varies by about 25% with 500 examples);
 - TSTR: real test accuracy of a fresh classifier trained on the samples, beside TRTR: real
-  test accuracy of the train-on-real classifier; and their ratio.
+  test accuracy of the train-on-real classifier; and their ratio;
+- physical fidelity, no classifier involved (`mdvq.evaluation.physical_fidelity`,
+  docs/physical-fidelity.md): per class, Wasserstein ratios of kinematic summaries to the real
+  floor, envelope DTW, kinematic sifting pass rate, and envelope-band figures.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def evaluate_generation(
     device: str = "cpu",
     command: str | None = None,
     tstr_callbacks: list | tuple = (),
+    physics: dict | bool | None = None,
 ) -> dict:
     """Measure ``samples`` against ``run``'s real data; write ``out_dir/metrics.{json,md}``.
 
@@ -73,11 +77,13 @@ def evaluate_generation(
     the floor's training subsets and the TSTR run. The floor is the mean over
     ``floor_repeats`` random training subsets (its spread is reported as ``std``).
     ``tstr_callbacks`` join the TSTR trainer's (the commands pass the judge classifier's
-    training budget, ``mdvq.callbacks.budget.budget_like``). Returns the metrics dict (also
-    written).
+    training budget, ``mdvq.callbacks.budget.budget_like``). ``physics``: overrides of
+    ``conf/physics/default.yaml`` (None: its settings; False: skip the physical fidelity).
+    Returns the metrics dict (also written).
     """
     dm, model = run.datamodule, run.model.eval()
     check_compatible(samples, dm.class_names, dm.image_size, dm.freqs_hz, dm.times_s)
+    physics = _physics_settings(physics)  # a bad key fails before any prediction
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(run.config.get("seed", 0) if seed is None else seed)
@@ -102,6 +108,8 @@ def evaluate_generation(
         for _ in range(1 if n_floor == len(train01) else max(1, int(floor_repeats)))
     ]
     fd_floor = float(np.mean(floors))
+
+    phys = _physical_fidelity(dm, samples, train01, test01, physics, seed, out_dir)
 
     trtr, test_count = loader_accuracy(model, dm.test_dataloader(), device=device)
     tstr_result = None
@@ -129,6 +137,7 @@ def evaluate_generation(
         "judge_confidence": judge["samples"]["mean_confidence"],
         "judge_confidence_real_test": judge["real_test"]["mean_confidence"],
         "judge_top_share": max(judge["samples"]["predicted_share"].values()),
+        **{key: phys.get(name) for key, name in PHYSICS_METRICS.items()},
     }
     result = {
         "metrics": metrics,
@@ -140,6 +149,7 @@ def evaluate_generation(
                     "features": "in-domain classifier, penultimate layer (global-pooled CNN)",
                     "floor_train_subset": int(n_floor)},
         "tstr": tstr_result,
+        "physical_fidelity": phys,
         "counts": {
             "samples": len(samples),
             "samples_per_class": cond["counts"],
@@ -165,6 +175,39 @@ def evaluate_generation(
         result["samples"]["prior"] = _relative(result["samples"]["prior"], out_dir)
     write_metrics(result, out_dir)
     return result
+
+
+PHYSICS_METRICS = {"physics_median_ratio": "median_ratio", "physics_pass_rate": "pass_rate",
+                   "physics_pass_rate_real_test": "real_test_pass_rate",
+                   "physics_dtw_ratio": "dtw_ratio"}
+"""metrics.json keys of the physical fidelity -> its result's keys (None when skipped)."""
+
+
+def _physics_settings(physics: dict | bool | None) -> dict | None:
+    """The physical-fidelity settings (`physics_settings` with the overrides `physics`), or
+    None when `physics` is False."""
+    from mdvq.evaluation.physical_fidelity import physics_settings
+
+    return None if physics is False else physics_settings(**dict(physics or {}))
+
+
+def _physical_fidelity(dm, samples: SampleSet, train01: np.ndarray, test01: np.ndarray,
+                       settings: dict | None, seed: int, out_dir: Path) -> dict:
+    """`physical_fidelity` of the samples against the datamodule's real train and test splits,
+    or `{"skipped": why}` (disabled, or the data carry no physical axes)."""
+    from mdvq.evaluation.physical_fidelity import dynamic_range_of, physical_fidelity
+
+    if settings is None:
+        return {"skipped": "physics=false"}
+    if not settings["enabled"]:
+        return {"skipped": "physics.enabled=false"}
+    if dm.freqs_hz is None or dm.times_s is None:
+        return {"skipped": "the data carry no Doppler (Hz) / time (s) axes"}
+    labels = {s: dm.datasets[s].tensors[1].numpy() for s in ("train", "test")}
+    return physical_fidelity(
+        (samples.images, samples.labels), (train01, labels["train"]), (test01, labels["test"]),
+        list(dm.class_names), dm.freqs_hz, dm.times_s,
+        dynamic_range_of(dm, settings["dynamic_range_db"]), settings, seed, out_dir)
 
 
 def _relative(path, out_dir) -> str:
@@ -244,6 +287,11 @@ def format_markdown(result: dict) -> str:
                      for name in result["class_names"]]
     lines.append(markdown_table(header, per_class))
     lines.append("")
+    phys = result.get("physical_fidelity")
+    if phys:  # metrics written before the physical fidelity was added have none
+        from mdvq.evaluation.physical_fidelity import format_markdown as physics_markdown
+
+        lines.append(physics_markdown(phys))
     lines.append(f"Real splits: train {c['real_train']}, val {c['real_val']}, test "
                  f"{c['real_test']}. FD in squared feature units of the classifier's penultimate "
                  f"layer (d = {result['frechet']['feature_dim']}).")
