@@ -688,14 +688,18 @@ def factor_paragraph(table: dict) -> str:
         prior = (gap, factor)
         parts.append(f"Prior (same VQ latent, the best discrete prior): {text}.")
     if latent and prior:
-        acc = "the prior" if abs(prior[0]) > abs(latent[0]) else "the latent"
-        sentence = (f"In conditional accuracy {acc} explains more of the gap "
-                    f"({abs(prior[0]):.1f} points for the prior against {abs(latent[0]):.1f} "
-                    f"for the latent)")
+        points = [f"{abs(g):.1f}" for g in (prior[0], latent[0])]
+        acc = ("neither: the two are alike" if points[0] == points[1] else
+               "the prior explains more of the gap" if abs(prior[0]) > abs(latent[0]) else
+               "the latent explains more of the gap")
+        sentence = (f"In conditional accuracy {acc} ({points[0]} points for the prior against "
+                    f"{points[1]} for the latent)")
         if latent[1] is not None and prior[1] is not None:
-            fd = "the prior" if prior[1] > latent[1] else "the latent"
-            sentence += (f"; in FD/floor {fd} does (x{prior[1]:.1f} for the prior against "
-                         f"x{latent[1]:.1f} for the latent)")
+            factors = [f"{f:.1f}" for f in (prior[1], latent[1])]
+            fd = ("the two are alike" if factors[0] == factors[1] else
+                  "the prior does" if prior[1] > latent[1] else "the latent does")
+            sentence += (f"; in FD/floor {fd} (x{factors[0]} for the prior against "
+                         f"x{factors[1]} for the latent)")
         parts.append(sentence + ".")
     if missing:
         parts.append("Not measured here: " + "; ".join(missing) + f" (this run has {have}; "

@@ -54,7 +54,8 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding
 font-size:13px;text-align:left}th{background:#eee}table.routes th{max-width:9em;
 overflow-wrap:break-word}img{max-width:100%;border:1px solid #ddd}
 section.run{border-top:2px solid #888;margin-top:2em}figure{display:inline-block;margin:.5em}
-figcaption{font-size:12px;color:#555}.bad{color:#a00}.good{color:#070}code{font-size:12px}
+figcaption{font-size:12px;color:#555}.pair{display:flex;gap:1em;align-items:flex-start}
+.pair figure{flex:1 1 0;min-width:0}.bad{color:#a00}.good{color:#070}code{font-size:12px}
 """
 
 
@@ -289,8 +290,8 @@ def decision_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
 
 #: readable headers of the routes table's keys (units in brackets); a key not named here is
 #: shown with its underscores as spaces. The rows are shown in two tables, as in routes.md: the
-#: reconstruction and codebook of each row's autoencoder (`_RECONSTRUCTION`), then generation and
-#: cost (every other key), so each fits a 1400 px page.
+#: row (its latent + prior) with the reconstruction and codebook of its autoencoder
+#: (`_RECONSTRUCTION`), then generation and cost (every other key), so each fits a 1400 px page.
 ROUTE_HEADERS = {
     "route": "route", "label": "latent + prior", "latent": "latent",
     "prior_family": "prior family", "sampling_options": "sampling options",
@@ -306,9 +307,11 @@ ROUTE_HEADERS = {
     "prior_wall_s": "prior wall [s]", "autoencoder_steps": "autoencoder optimiser steps",
     "prior_steps": "prior optimiser steps",
 }
-_RECONSTRUCTION = ("route", "label", "latent", "prior_family", "autoencoder", "test_psnr_db",
+_RECONSTRUCTION = ("route", "label", "autoencoder", "prior", "sampling_options", "test_psnr_db",
                    "test_ssim", "codebook_usage", "autoencoder_parameters", "autoencoder_steps",
                    "autoencoder_wall_s")
+#: row keys the label already says (kept in routes.json for the factor paragraph, not shown)
+_NOT_SHOWN = ("latent", "prior_family")
 
 
 def _header(key: str) -> str:
@@ -392,7 +395,7 @@ def routes_table(path: Path, label: str) -> str:
 
     routes = read_routes(path)
     rows = routes["rows"]
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    columns = list(dict.fromkeys(k for r in rows for k in r if k not in _NOT_SHOWN))
     first = [c for c in columns if c in _RECONSTRUCTION]
     second = ["route", *(c for c in columns if c not in _RECONSTRUCTION)]
     if len(first) <= 1:  # rows of unknown keys only: one table
@@ -466,10 +469,16 @@ def samples_section(directory: Path, label: str,
              f"<p>{len(samples)} samples of {len(samples.class_names)} classes</p>",
              table(["setting", "value"], settings, "samples")]
     grid = directory / "grid.png"
+    pictures = []
     if grid.is_file():
-        parts.append(img_tag(grid.read_bytes(), f"{label} samples", "samples, one row per class"))
+        pictures.append((grid.read_bytes(), f"{label} samples", "samples, one row per class"))
     if real is not None:
-        parts.append(img_tag(real[0].read_bytes(), "real examples", real[1]))
+        pictures.append((real[0].read_bytes(), "real examples", real[1]))
+    if pictures:  # side by side, each as wide as its PNG's share (same dpi: same panel size)
+        parts.append("<div class='pair'>" + "".join(
+            img_tag(data, alt, caption).replace(
+                "<figure>", f"<figure style='flex-grow:{int.from_bytes(data[16:20], 'big')}'>")
+            for data, alt, caption in pictures) + "</div>")
     return "".join(parts)
 
 
