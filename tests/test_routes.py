@@ -246,7 +246,7 @@ def test_real_examples_show_the_first_test_examples_of_each_class_one_row_each(m
     import numpy as np
     import torch
 
-    import mdvq.utils.plotting as plotting
+    from mdvq.utils import plotting
 
     x = torch.linspace(-1, 1, 8).reshape(8, 1, 1, 1).expand(8, 1, 2, 2).contiguous()
     y = torch.tensor([1, 0, 1, 0, 1, 1, 0, 1])

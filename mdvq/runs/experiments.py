@@ -425,7 +425,9 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None,
         steps = (settings.sampling.get("steps") or {}).get(row.prior)
         guidance = (settings.sampling.get("guidance") or {}).get(row.prior)
         inputs = {"prior": stages[row.prior]["finished_at"], "steps": steps,
-                  "guidance": guidance, "options": dict(row.sampling), **sampling}
+                  "guidance": guidance, **sampling,
+                  # only where set, so a routes folder of today's rows stays reusable as it is
+                  **({"options": dict(row.sampling)} if row.sampling else {})}
         samples_dir = out_dir / f"samples_{row.name}"
 
         def draw(prior_run=prior_run, row=row, steps=steps, guidance=guidance,
@@ -480,7 +482,7 @@ def write_real_examples(datamodule, path: str | Path, per_class: int) -> Path:
     each row stays one class); images mapped from [-1, 1] to [0, 1]. Returns the PNG path."""
     import numpy as np
 
-    import mdvq.utils.plotting as plotting
+    from mdvq.utils import plotting
     from mdvq.utils.pixels import to_unit
 
     x, y = datamodule.datasets["test"].tensors
@@ -777,8 +779,8 @@ def routes_markdown(table: dict) -> str:
     lines += ["", ("Training of each stage (optimiser steps, epochs, wall time; a reused stage "
                    "shows its earlier run's):"), "", stage_markdown(table)]
     if table.get("real_examples"):
-        lines += ["", f"Real examples (test split) beside the samples: `{table['real_examples']}`; "
-                  "samples: `samples_<route>/grid.png`."]
+        lines += ["", (f"Real examples (test split) beside the samples: "
+                       f"`{table['real_examples']}`; samples: `samples_<route>/grid.png`.")]
     lines += ["", (f"In-domain classifier (the judge): test accuracy "
               f"{_fmt(table['classifier']['test_acc'])}. Data key `{table['data_key']}`."), "",
               ("How to read it: the phase-1 rule decides on reconstruction and codebook health "
