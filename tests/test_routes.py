@@ -356,6 +356,14 @@ def test_sampling_options_set_the_prior_setting_or_name_the_row():
                     {"sampler": "ddim", "truncation": 0.9})
     assert apply_sampling_options(prior, ddim) == {"sampler": "ddim", "truncation": 0.9}
 
+    class Checked(Prior):  # a prior with a setter (as the latent-diffusion prior's) uses it
+        def set_decode_quantized(self, snap):
+            self.calls = [*getattr(self, "calls", []), snap]
+
+    checked = Checked()
+    assert apply_sampling_options(checked, row) == {} and checked.calls == [False]
+    assert checked.decode_quantized is True, "the setter alone decides"
+
 
 def test_one_row_alone_trains_only_its_prior_and_the_shared_budget_applies(finished, tmp_path):
     """`routes.sampling.priors=[vq]` with `routes.prior_budget=6`: no KL prior; the VQ-Diffusion

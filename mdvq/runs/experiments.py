@@ -178,13 +178,19 @@ def prior_budget_overrides(budget) -> list[str]:
 
 
 def apply_sampling_options(module, row: RouteRow) -> dict:
-    """Set the row's prior settings (`row.sampling` less `SAMPLER_OPTIONS`) on a loaded prior, in
-    its `hparams` and as an attribute where it has one; returns the `sample_prior` arguments.
-    ValueError naming the row when the prior has no such setting."""
+    """Set the row's prior settings (`row.sampling` less `SAMPLER_OPTIONS`) on a loaded prior:
+    through its `set_<key>(value)` method where it has one (e.g. the latent-diffusion prior's
+    `set_decode_quantized`, which checks the autoencoder is a VQ-VAE), else in its `hparams` and
+    as an attribute; returns the `sample_prior` arguments. ValueError naming the row when the
+    prior has no such setting."""
     kwargs = {}
     for key, value in row.sampling.items():
         if key in SAMPLER_OPTIONS:
             kwargs[key] = value
+            continue
+        setter = getattr(module, f"set_{key}", None)
+        if callable(setter):
+            setter(value)
             continue
         hparams = getattr(module, "hparams", {})
         if key not in hparams and not hasattr(module, key):
