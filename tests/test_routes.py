@@ -44,11 +44,22 @@ STAGES = {
 }
 
 
+#: tiny settings of the priors of the rows hybrid / hybrid_unsnapped / maskedtokens
+NEW_PRIORS = {
+    "hybrid": STAGES["latentdiffusion"],
+    "maskedtokens": ["model.num_layers=1", "model.num_attention_heads=2",
+                     "model.attention_head_dim=16", "model.sample_steps=4",
+                     "model.val_samples_per_class=0", "model.scheduler.num_warmup_steps=1"],
+}
+
+
 def routes_overrides(tmp: Path, cache: Path, more: dict | None = None) -> list[str]:
-    """The tiny routes run into `tmp/routes`; `more`: extra overrides of some stages."""
+    """The tiny routes run into `tmp/routes`; `more`: extra overrides of some stages (added to
+    those of `STAGES`, or a stage's only ones)."""
+    more = more or {}
+    stages = {k: STAGES.get(k, []) + more.get(k, []) for k in (*STAGES, *more)}
     stage_overrides = [f"routes.stage_overrides.{name}=[{','.join(repr(x) for x in o)}]"
-                       for name, o in {k: v + (more or {}).get(k, [])
-                                       for k, v in STAGES.items()}.items()]
+                       for name, o in stages.items()]
     return ["experiment=routes", *TWO_CLASSES, *TINY_TRAINER, *SHORT,
             f"paths.output_dir={tmp / 'routes'}", f"paths.cache_dir={cache}",
             "routes.sampling.n_per_class=4", "routes.tstr=false", *stage_overrides]
@@ -388,3 +399,61 @@ def test_one_row_alone_trains_only_its_prior_and_the_shared_budget_applies(finis
             "(routes.prior_budget=6; min_steps: vqdiffusion 6).") in md
     assert "No verdict: fewer than two routes" in md and (out / "real_examples.png").is_file()
     assert "this run has vq;" in md
+
+
+def _has_experiment(name: str) -> bool:
+    from mdvq.core.compose import config_dir
+
+    return (config_dir() / "experiment" / f"{name}.yaml").is_file()
+
+
+def _hybrid_prior_written() -> bool:
+    from mdvq.models.latent_diffusion import LatentDiffusionModule
+
+    return hasattr(LatentDiffusionModule, "set_decode_quantized")
+
+
+@pytest.mark.skipif(not _hybrid_prior_written(), reason="the hybrid prior (latent diffusion on a "
+                    "VQ-VAE, set_decode_quantized) is not in this checkout yet")
+def test_hybrid_rows_train_one_prior_on_the_vqvae_and_sample_it_snapped_and_unsnapped(finished):
+    import numpy as np
+
+    tmp, cache, _ = finished
+    out = tmp / "routes"
+    trained = (out / "latentdiffusion" / "summary.json").stat().st_mtime_ns
+    cfg = compose_cfg(routes_overrides(tmp, cache, NEW_PRIORS) + [
+        "routes.sampling.priors=[kl,vq,hybrid,hybrid_unsnapped]"])
+    table = routes(cfg, overrides=common(tmp, cache))
+    assert [r["route"] for r in table["rows"]] == ["kl", "vq", "hybrid", "hybrid_unsnapped"]
+    assert (out / "latentdiffusion" / "summary.json").stat().st_mtime_ns == trained
+    prior = json.loads((out / "hybrid" / "summary.json").read_text())
+    assert prior["config"]["model"]["autoencoder"] == str(out / "vqvae") and not table["stages"][
+        "hybrid"]["reused"]
+    snapped, unsnapped = (np.load(out / f"samples_{r}" / "samples.npy")
+                          for r in ("hybrid", "hybrid_unsnapped"))
+    assert snapped.shape == unsnapped.shape and not np.allclose(snapped, unsnapped)
+    hybrid, unsnapped_row = table["rows"][2:]
+    assert hybrid["codebook_usage"] == table["rows"][1]["codebook_usage"], "the same VQ-VAE"
+    assert unsnapped_row["sampling_options"] == {"decode_quantized": False}
+    md = (out / "routes.md").read_text()
+    assert "Latent (same continuous prior): kl " in md and "against hybrid " in md
+    assert "Prior (same VQ latent, the best discrete prior): hybrid " in md
+    again = routes(cfg, overrides=common(tmp, cache))
+    assert all(s["reused"] for s in again["stages"].values())
+
+
+@pytest.mark.skipif(not _has_experiment("maskedtokens"), reason="experiment=maskedtokens is not "
+                    "in this checkout yet")
+def test_the_masked_token_row_trains_its_prior_on_the_vqvae(finished):
+    tmp, cache, _ = finished
+    out = tmp / "routes"
+    cfg = compose_cfg(routes_overrides(tmp, cache, NEW_PRIORS) + [
+        "routes.sampling.priors=[vq,maskedtokens]"])
+    table = routes(cfg, overrides=common(tmp, cache))
+    assert [r["route"] for r in table["rows"]] == ["vq", "maskedtokens"]
+    prior = json.loads((out / "maskedtokens" / "summary.json").read_text())
+    assert prior["status"] == "finished" and prior["config"]["model"]["vqvae"] == str(out / "vqvae")
+    assert 0 <= table["rows"][1]["conditional_accuracy"] <= 1
+    assert table["rows"][1]["prior_family"] == "discrete"
+    again = routes(cfg, overrides=common(tmp, cache))
+    assert all(s["reused"] for s in again["stages"].values())
