@@ -98,7 +98,7 @@ ROUTE_ROWS = [  # five routes as experiment=routes writes them (units in the key
     {"route": route, "label": label, "latent": "kl" if ae == "klvae" else "vq",
      "prior_family": family, "autoencoder": ae, "prior": prior, "sampling_options": options,
      "test_psnr_db": psnr, "test_ssim": 0.81, "codebook_usage": usage,
-     "conditional_accuracy": acc, "fd_samples_test": 12.3456, "fd_floor": 1.2345,
+     "conditional_accuracy": acc, "top_vote_share": 0.715, "fd_samples_test": 12.3456, "fd_floor": 1.2345,
      "fd_ratio_to_floor": fd, "tstr_acc": 0.5, "trtr_acc": 1.0, "tstr_trtr_ratio": 0.5,
      "samples_per_second": speed, "sampling_steps": 50, "guidance": 2.0,
      "autoencoder_parameters": 1234567, "prior_parameters": 7654321, "autoencoder_wall_s": 100.0,
@@ -158,7 +158,8 @@ def test_report_of_routes_has_verdict_readable_headers_per_class_and_stage_steps
     assert ("<th>route</th><th>latent + prior</th><th>autoencoder</th><th>prior</th>"
             "<th>sampling options</th><th>test PSNR [dB]</th>") in recon
     assert "<th>latent</th>" not in page, "the label says it"
-    assert "<th>conditional accuracy</th>" in gen and "<th>samples/s</th>" in gen
+    assert "<th>conditional accuracy</th><th>judge&#x27;s top vote share</th>" in gen
+    assert "<th>samples/s</th>" in gen
     assert "conditional accuracy" not in recon and "test PSNR" not in gen
     assert "<td>hybrid_unsnapped</td><td>VQ latent + continuous prior (hybrid, decoded " in recon
     assert "conditional_accuracy</th>" not in page, "no raw snake_case header"

@@ -96,6 +96,9 @@ def test_routes_trains_samples_evaluates_and_tabulates_both_routes(finished):
     assert kl_row["codebook_usage"] is None
     for row in on_disk["rows"]:
         assert 0 <= row["conditional_accuracy"] <= 1 and row["samples_per_second"] > 0
+        judged = json.loads((out / f"eval_{row['route']}" / "metrics.json").read_text())
+        shares = judged["judge"]["samples"]["predicted_share"]
+        assert row["top_vote_share"] == max(shares.values()) >= 0.5, "of 2 classes"
         assert row["prior_parameters"] > 0 and row["prior_wall_s"] > 0
         assert row["sampling_steps"] == 4
     assert on_disk["decision"]["verdict"] in ("klvae", "vqvae")

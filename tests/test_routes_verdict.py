@@ -116,7 +116,7 @@ def test_routes_md_has_two_narrower_tables_and_the_evidence_of_every_row():
     gen = md.split("## Generation and cost")[1].split("**Which factor")[0]
     assert "| route | latent + prior | autoencoder | test PSNR [dB] |" in recon
     assert "cond. acc." not in recon and "test PSNR" not in gen
-    assert "| route | prior | cond. acc. | FD | FD floor | FD/floor | TSTR | TRTR |" in gen
+    assert "| route | prior | cond. acc. | top vote | FD | FD floor | FD/floor | TSTR |" in gen
     for row in five_rows()["rows"]:
         assert f"| {row['route']} | {row['label']} |" in recon and f"| {row['route']} |" in gen
     evidence = routes_evidence(five_rows())

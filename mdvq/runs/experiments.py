@@ -504,6 +504,14 @@ def write_real_examples(datamodule, path: str | Path, per_class: int) -> Path:
     return Path(plotting.save_figure(fig, path))
 
 
+def _top_vote(evaluation: dict) -> float | None:
+    """The judge's largest vote share over the classes for a row's samples, in [1/K, 1] (1/K:
+    balanced; near 1: the prior collapsed onto one class), or None when not recorded."""
+    shares = (((evaluation.get("judge") or {}).get("samples") or {}).get("predicted_share")
+              or {})
+    return max(shares.values()) if shares else None
+
+
 def _min_steps(stage: dict) -> int | None:
     """The `callbacks.training_budget.min_steps` a stage was configured with (None: none)."""
     budget = ((stage.get("config") or {}).get("callbacks") or {}).get("training_budget") or {}
@@ -535,6 +543,7 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict,
             "test_ssim": ae.get(TEST_SSIM),
             "codebook_usage": ae.get(TEST_CODEBOOK_USAGE) if row.latent == "vq" else None,
             "conditional_accuracy": gen.get("conditional_accuracy"),
+            "top_vote_share": _top_vote(generation[row.name]["evaluation"]),
             "fd_samples_test": gen.get("fd_samples_test"),
             "fd_floor": gen.get("fd_train_test_floor"),
             "fd_ratio_to_floor": gen.get("fd_ratio_to_floor"),
@@ -738,7 +747,8 @@ RECONSTRUCTION_COLUMNS = [
     ("AE wall [s]", "autoencoder_wall_s", 0)]
 GENERATION_COLUMNS = [
     ("route", "route", None), ("prior", "prior", None),
-    ("cond. acc.", "conditional_accuracy", 3), ("FD", "fd_samples_test", 2),
+    ("cond. acc.", "conditional_accuracy", 3), ("top vote", "top_vote_share", 2),
+    ("FD", "fd_samples_test", 2),
     ("FD floor", "fd_floor", 2), ("FD/floor", "fd_ratio_to_floor", 1), ("TSTR", "tstr_acc", 3),
     ("TRTR", "trtr_acc", 3), ("TSTR/TRTR", "tstr_trtr_ratio", 2),
     ("samples/s", "samples_per_second", 2), ("steps", "sampling_steps", None),

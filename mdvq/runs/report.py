@@ -298,6 +298,7 @@ ROUTE_HEADERS = {
     "autoencoder": "autoencoder", "prior": "prior",
     "test_psnr_db": "test PSNR [dB]", "test_ssim": "test SSIM",
     "codebook_usage": "codebook usage", "conditional_accuracy": "conditional accuracy",
+    "top_vote_share": "judge's top vote share",
     "fd_samples_test": "FD samples/test", "fd_floor": "FD floor (train/test)",
     "fd_ratio_to_floor": "FD / floor", "tstr_acc": "TSTR acc.", "trtr_acc": "TRTR acc.",
     "tstr_trtr_ratio": "TSTR / TRTR",
