@@ -19,6 +19,7 @@ from mdvq.runs.experiments import (
     apply_sampling_options,
     prior_budget_overrides,
     routes,
+    select_rows,
     write_real_examples,
 )
 
@@ -297,6 +298,16 @@ def test_unknown_row_names_are_refused_naming_the_key_and_the_known_rows(finishe
     with pytest.raises(ValueError, match=r"row 'new' needs experiment=no_such_prior, which this "
                                          r"checkout lacks \(.*no_such_prior\.yaml\)"):
         routes(cfg, overrides=common(tmp_path, cache), rows=(*ROUTE_ROWS, row))
+    clash = RouteRow("kl_on_vq", "the KL prior's stage on the VQ-VAE", "vqvae", "latentdiffusion",
+                     ("experiment=latentdiffusion",), "model.autoencoder", "continuous")
+    with pytest.raises(ValueError, match=r"rows 'kl' and 'kl_on_vq' share the prior stage "
+                                         r"'latentdiffusion' but train it differently"):
+        select_rows(["kl", "kl_on_vq"], (*ROUTE_ROWS, clash))
+    assert [r.name for r in select_rows("vq")] == ["vq"], "one name alone"
+    with pytest.raises(ValueError, match=r"routes\.sampling\.priors names \['kl'\] more than once"):
+        select_rows(["kl", "vq", "kl"])
+    with pytest.raises(ValueError, match=r"routes\.sampling\.priors is empty"):
+        select_rows([])
     for bad in (0, -5, 2.5, True, "500"):
         with pytest.raises(ValueError, match=r"routes\.prior_budget must be null or an integer "):
             prior_budget_overrides(bad)

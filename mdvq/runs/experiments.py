@@ -139,13 +139,14 @@ SAMPLER_OPTIONS = ("sampler", "truncation")
 
 
 def select_rows(names, rows=ROUTE_ROWS) -> list[RouteRow]:
-    """The rows named by `routes.sampling.priors`, in its order; ValueError naming the key and
-    the known rows for an unknown or repeated name, an empty list, or a row whose prior
+    """The rows named by `routes.sampling.priors` (a list, or one name), in its order;
+    ValueError naming the key and the known rows for an unknown or repeated name, an empty
+    list, two rows sharing a prior stage but training it differently, or a row whose prior
     experiment this checkout lacks (`conf/experiment/<name>.yaml`)."""
     from mdvq.core.compose import config_dir
 
     known = {r.name: r for r in rows}
-    names = list(names or [])
+    names = [names] if isinstance(names, str) else list(names or [])
     if not names:
         raise ValueError(f"routes.sampling.priors is empty: name at least one row of "
                          f"{list(known)}")
@@ -158,6 +159,12 @@ def select_rows(names, rows=ROUTE_ROWS) -> list[RouteRow]:
         raise ValueError(f"routes.sampling.priors names {repeated} more than once")
     chosen = [known[n] for n in names]
     for row in chosen:
+        first = next(r for r in chosen if r.prior == row.prior)
+        if (first.autoencoder, first.choose, first.autoencoder_key) != (
+                row.autoencoder, row.choose, row.autoencoder_key):
+            raise ValueError(f"routes.sampling.priors: rows {first.name!r} and {row.name!r} share "
+                             f"the prior stage {row.prior!r} but train it differently (autoencoder "
+                             "or overrides); give the second its own prior stage")
         experiment = row.experiment
         if experiment and not (config_dir() / "experiment" / f"{experiment}.yaml").is_file():
             raise ValueError(f"routes.sampling.priors: row {row.name!r} needs "
