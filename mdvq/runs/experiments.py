@@ -2,8 +2,9 @@
 
 `phase1`: the KL-VAE, then the VQ-VAE on the same data and split, then the decision rule
 (`decision.json` in the experiment folder), with the thresholds of `conf/decision/`.
-`routes`: both generation routes end to end (autoencoders, the phase-1 rule, the classifier,
-both priors, sampling, evaluation), written as `routes.json` / `routes.md`.
+`routes`: the generation routes end to end (autoencoders, the phase-1 rule, the classifier,
+the prior of every row of `routes.sampling.priors` (`ROUTE_ROWS`), sampling, evaluation),
+written as `routes.json` / `routes.md` with `real_examples.png` (docs/routes.md).
 """
 
 from __future__ import annotations
