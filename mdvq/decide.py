@@ -6,7 +6,8 @@
 
 VQ_RUN / KL_RUN are run folders (or their summary.json): prints the verdict and writes
 decision.json (default: in VQ_RUN). A routes folder (`experiment=routes`) gets the same rule,
-unchanged, on its two autoencoders, and next to it the generation evidence of both routes.
+unchanged, on its two autoencoders, and next to it the generation evidence of every row
+(conditional accuracy, FD/floor, TSTR/TRTR), the verdict and which factor explains the gap.
 The thresholds default to conf/decision/default.yaml, the source phase 1 and the DecisionRule
 callback use too. Runs trained on different data (their `data_key`s differ) are refused unless
 `force=true`, which decision.json records with both keys. Exit status 0 on success, 2 on bad
@@ -66,10 +67,10 @@ def main(argv: list[str]) -> Path:
     out = write_decision(decision, opts["out"] or default)
     print(format_decision(decision))
     if routes is not None:
-        from mdvq.runs.experiments import routes_markdown
+        from mdvq.runs.experiments import routes_evidence
 
-        print("\nGeneration evidence (experiment=routes):\n")
-        print(routes_markdown(table))
+        print(f"\nGeneration evidence (experiment=routes, {len(table['rows'])} rows):\n")
+        print(routes_evidence(table))
     print(f"wrote {out}")
     return out
 

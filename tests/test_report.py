@@ -94,16 +94,27 @@ def test_report_holds_runs_decision_routes_and_embedded_pictures(experiment, tmp
     assert "<td>kl+ldm</td><td>21.5</td><td></td><td>3.2</td>" in page
 
 
-ROUTE_ROWS = [  # two routes as experiment=routes writes them (units in the key names)
-    {"route": route, "autoencoder": ae, "prior": prior, "test_psnr_db": psnr, "test_ssim": 0.81,
-     "codebook_usage": usage, "conditional_accuracy": acc, "fd_samples_test": 12.3456,
-     "fd_floor": 1.2345, "fd_ratio_to_floor": 10.0, "tstr_acc": 0.5, "trtr_acc": 1.0,
-     "tstr_trtr_ratio": 0.5, "samples_per_second": speed, "sampling_steps": 50,
-     "guidance": 2.0, "autoencoder_parameters": 1234567, "prior_parameters": 7654321,
-     "autoencoder_wall_s": 100.0, "prior_wall_s": wall}
-    for route, ae, prior, psnr, usage, acc, speed, wall in (
-        ("kl", "klvae", "latentdiffusion", 24.13, None, 0.91, 12.0, 200.0),
-        ("vq", "vqvae", "vqdiffusion", 23.77, 0.975, 0.375, 40.5, 30.0))]
+ROUTE_ROWS = [  # five routes as experiment=routes writes them (units in the key names)
+    {"route": route, "label": label, "latent": "kl" if ae == "klvae" else "vq",
+     "prior_family": family, "autoencoder": ae, "prior": prior, "sampling_options": options,
+     "test_psnr_db": psnr, "test_ssim": 0.81, "codebook_usage": usage,
+     "conditional_accuracy": acc, "top_vote_share": 0.715, "fd_samples_test": 12.3456, "fd_floor": 1.2345,
+     "fd_ratio_to_floor": fd, "tstr_acc": 0.5, "trtr_acc": 1.0, "tstr_trtr_ratio": 0.5,
+     "samples_per_second": speed, "sampling_steps": 50, "guidance": 2.0,
+     "autoencoder_parameters": 1234567, "prior_parameters": 7654321, "autoencoder_wall_s": 100.0,
+     "prior_wall_s": wall, "autoencoder_steps": 504, "prior_steps": 1920}
+    for route, label, ae, prior, family, options, psnr, usage, acc, fd, speed, wall in (
+        ("kl", "KL latent + latent diffusion", "klvae", "latentdiffusion", "continuous", None,
+         24.13, None, 0.91, 1.5, 12.0, 200.0),
+        ("vq", "VQ latent + VQ-Diffusion", "vqvae", "vqdiffusion", "discrete", None, 23.77, 0.975,
+         0.375, 67.7, 40.5, 30.0),
+        ("hybrid", "VQ latent + continuous prior (hybrid)", "vqvae", "hybrid", "continuous",
+         None, 23.77, 0.975, 0.30, 3.0, 11.0, 210.0),
+        ("hybrid_unsnapped", "VQ latent + continuous prior (hybrid, decoded unsnapped)", "vqvae",
+         "hybrid", "continuous", {"decode_quantized": False}, 23.77, 0.975, 0.28, 3.3, 11.5,
+         210.0),
+        ("maskedtokens", "VQ latent + masked-token prior", "vqvae", "maskedtokens", "discrete",
+         None, 23.77, 0.975, 0.20, 20.0, 60.0, 50.0))]
 
 
 @pytest.fixture
@@ -128,17 +139,40 @@ def routes_folder(tmp_path) -> Path:
     (out / "routes.json").write_text(json.dumps({
         "rows": ROUTE_ROWS, "decision": {"verdict": "klvae", "reasons": []},
         "classifier": {"test_acc": 1.0}, "data_key": "radar-abc-16x16-split1",
+        "prior_budget": {"shared": 2000, "min_steps": {"latentdiffusion": 2000,
+                                                       "vqdiffusion": 2000}},
+        "real_examples": "real_examples.png",
         "stages": {s: {"dir": s, "reused": False, "status": "finished"}
                    for s in ("klvae", "vqvae", "classifier", "latentdiffusion", "vqdiffusion")}}))
+    png(out / "real_examples.png", "cividis")
     return out
 
 
 def test_report_of_routes_has_verdict_readable_headers_per_class_and_stage_steps(routes_folder):
     page = build_report([routes_folder])
-    assert "<b>Verdict.</b> The KL route (klvae + latentdiffusion) generates" in page
+    assert ("<b>Verdict.</b> The KL route (KL latent + latent diffusion) generates") in page
     assert "+53.5 points" in page and "it agrees." in page
-    assert "<th>conditional accuracy</th>" in page and "<th>samples/s</th>" in page
+    # two tables: reconstruction and codebook, then generation and cost
+    recon = page.split("<h4>Reconstruction and codebook</h4>")[1].split("</table>")[0]
+    gen = page.split("<h4>Generation and cost</h4>")[1].split("</table>")[0]
+    assert ("<th>route</th><th>latent + prior</th><th>autoencoder</th><th>prior</th>"
+            "<th>sampling options</th><th>test PSNR [dB]</th>") in recon
+    assert "<th>latent</th>" not in page, "the label says it"
+    assert "<th>conditional accuracy</th><th>judge&#x27;s top vote share</th>" in gen
+    assert "<th>samples/s</th>" in gen
+    assert "conditional accuracy" not in recon and "test PSNR" not in gen
+    assert "<td>hybrid_unsnapped</td><td>VQ latent + continuous prior (hybrid, decoded " in recon
     assert "conditional_accuracy</th>" not in page, "no raw snake_case header"
+    # which factor: latent kl 0.910 vs hybrid 0.300 = 61.0 points, FD 3.0/1.5 = x2.0; prior:
+    # hybrid 0.300 vs the best discrete (vq 0.375) = 7.5 points, FD 67.7/3.0 = x22.6
+    assert ("<b>Which factor explains the gap.</b> Latent (same continuous prior): kl 0.910 "
+            "against hybrid 0.300 conditional accuracy (61.0 points), FD/floor 1.5 against 3.0 "
+            "(x2.0).") in page
+    assert ("In conditional accuracy the latent explains more of the gap (7.5 points for the "
+            "prior against 61.0 for the latent); in FD/floor the prior does (x22.6 for the prior "
+            "against x2.0 for the latent).") in page
+    assert ("Priors trained to: one shared budget, at least 2000 optimiser steps each "
+            "(routes.prior_budget=2000") in page
     # per class: accuracies, then vote shares, per route
     assert ("<th>class</th><th>KL accuracy</th><th>VQ accuracy</th><th>KL vote share</th>"
             "<th>VQ vote share</th>") in page
@@ -148,6 +182,22 @@ def test_report_of_routes_has_verdict_readable_headers_per_class_and_stage_steps
     assert "<td>vqvae</td><td>vqvae</td><td>no</td><td>max epochs 2</td>" in page
     assert "<td>data key</td><td>radar-abc-16x16-split1</td>" in page
     assert "trained 504 optimiser steps" in page, "the klvae run's own section says so too"
+
+
+def test_routes_real_examples_sit_beside_its_samples(routes_folder, tmp_path):
+    import numpy as np
+
+    from mdvq.core.samples import write_samples
+
+    images = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    write_samples(routes_folder / "samples_kl", images, np.array([0, 0, 1, 1]),
+                  {"class_names": ["walking", "falling"], "steps": 4})
+    png(tmp_path / "preview" / "preview.png", "gray")  # a preview elsewhere: the routes' own win
+    page = build_report([routes_folder, tmp_path / "preview"])
+    samples = page.split("<h2>Samples</h2>")[1].split("<h2>")[0]
+    assert "real examples of the test split, one row per class (routes/real_examples.png)" in samples
+    assert samples.count("<img ") == 2, "the samples grid and the real examples beside it"
+    assert "preview/preview.png" not in samples
 
 
 def test_report_command_takes_several_folders(experiment, tmp_path):
@@ -221,7 +271,7 @@ window.addEventListener('load', () => {
     page = re.search(r'data-page="(\d+)"', proc.stdout)
     assert routes and page, proc.stdout[:2000]
     assert int(routes.group(2)) <= 1400, f"a routes table ends at {routes.group(2)} px"
-    assert int(routes.group(1)) >= 4, "quality, cost, per class, stages"
+    assert int(routes.group(1)) >= 4, "reconstruction, generation and cost, per class, stages"
     assert int(page.group(1)) <= 1400, f"the page is {page.group(1)} px wide"
 
 

@@ -1,5 +1,7 @@
-"""`experiment=routes` end to end on a tiny config: both routes trained, sampled, evaluated and
-tabulated; a second call reuses every finished stage; a failing stage is named."""
+"""`experiment=routes` end to end on a tiny config: the rows of `routes.sampling.priors` trained,
+sampled, evaluated and tabulated; a second call reuses every finished stage; a failing stage is
+named; the rows are data (`ROUTE_ROWS`): one row alone, another order, two rows sharing one prior
+stage, an unknown name refused; the shared prior budget; the real examples beside the samples."""
 
 from __future__ import annotations
 
@@ -10,7 +12,16 @@ import pytest
 from conftest import TINY_MODEL, TINY_TRAINER, TINY_VQ, compose_cfg
 
 from mdvq.decide import main as decide_main
-from mdvq.runs.experiments import StageFailed, routes
+from mdvq.runs.experiments import (
+    ROUTE_ROWS,
+    RouteRow,
+    StageFailed,
+    apply_sampling_options,
+    prior_budget_overrides,
+    routes,
+    select_rows,
+    write_real_examples,
+)
 
 TWO_CLASSES = [  # 2 classes x 10 simulated examples at 16x16
     "data=radar", "data.image_size=[16,16]", "data.datamodule.source.classes=[walking,falling]",
@@ -34,9 +45,22 @@ STAGES = {
 }
 
 
-def routes_overrides(tmp: Path, cache: Path) -> list[str]:
+#: tiny settings of the priors of the rows hybrid / hybrid_unsnapped / maskedtokens
+NEW_PRIORS = {
+    "hybrid": STAGES["latentdiffusion"],
+    "maskedtokens": ["model.num_layers=1", "model.num_attention_heads=2",
+                     "model.attention_head_dim=16", "model.sample_steps=4",
+                     "model.val_samples_per_class=0", "model.scheduler.num_warmup_steps=1"],
+}
+
+
+def routes_overrides(tmp: Path, cache: Path, more: dict | None = None) -> list[str]:
+    """The tiny routes run into `tmp/routes`; `more`: extra overrides of some stages (added to
+    those of `STAGES`, or a stage's only ones)."""
+    more = more or {}
+    stages = {k: STAGES.get(k, []) + more.get(k, []) for k in (*STAGES, *more)}
     stage_overrides = [f"routes.stage_overrides.{name}=[{','.join(repr(x) for x in o)}]"
-                       for name, o in STAGES.items()]
+                       for name, o in stages.items()]
     return ["experiment=routes", *TWO_CLASSES, *TINY_TRAINER, *SHORT,
             f"paths.output_dir={tmp / 'routes'}", f"paths.cache_dir={cache}",
             "routes.sampling.n_per_class=4", "routes.tstr=false", *stage_overrides]
@@ -73,11 +97,22 @@ def test_routes_trains_samples_evaluates_and_tabulates_both_routes(finished):
     assert kl_row["codebook_usage"] is None
     for row in on_disk["rows"]:
         assert 0 <= row["conditional_accuracy"] <= 1 and row["samples_per_second"] > 0
+        judged = json.loads((out / f"eval_{row['route']}" / "metrics.json").read_text())
+        shares = judged["judge"]["samples"]["predicted_share"]
+        assert row["top_vote_share"] == max(shares.values()) >= 0.5, "of 2 classes"
         assert row["prior_parameters"] > 0 and row["prior_wall_s"] > 0
         assert row["sampling_steps"] == 4
     assert on_disk["decision"]["verdict"] in ("klvae", "vqvae")
     md = (out / "routes.md").read_text()
     assert "| kl |" in md and "| vq |" in md and "Phase-1 rule" in md
+    # two narrower tables, and the priors' budget stated
+    assert "## Reconstruction and codebook" in md and "## Generation and cost" in md
+    assert md.count("| kl |") == 2 and "| kl | KL latent + latent diffusion | klvae |" in md
+    assert ("Priors trained to: each prior's own budget (routes.prior_budget=null; "
+            "callbacks.training_budget.min_steps: latentdiffusion 1920, vqdiffusion 504)") in md
+    assert on_disk["prior_budget"] == {"shared": None,
+                                       "min_steps": {"latentdiffusion": 1920, "vqdiffusion": 504}}
+    assert "Not measured here: the latent's effect needs the rows kl and hybrid" in md
     samples = json.loads((out / "samples_kl" / "meta.json").read_text())
     assert samples["class_names"] == ["walking", "falling"] and samples["n_per_class"] == 4
     assert (out / "eval_vq" / "metrics.json").is_file()
@@ -96,7 +131,12 @@ def test_decide_on_a_routes_folder_adds_the_generation_evidence(finished, capsys
     decide_main([str(tmp / "routes")])
     printed = capsys.readouterr().out
     assert printed.startswith("decision: ") and "Generation evidence" in printed
-    assert "| kl |" in printed
+    assert "| route | latent + prior | cond. acc. | FD/floor | TSTR | TRTR | TSTR/TRTR |" in printed
+    table = json.loads((tmp / "routes" / "routes.json").read_text())
+    for row in table["rows"]:  # every row's evidence (tstr=false here: TRTR only)
+        assert (f"| {row['route']} | {row['label']} | {row['conditional_accuracy']:.3f} | "
+                f"{row['fd_ratio_to_floor']:.1f} | - | {row['trtr_acc']:.3f} | - |") in printed
+    assert "**Verdict.**" in printed and "**Which factor explains the gap.**" in printed
 
 
 def test_a_failing_stage_stops_the_experiment_and_is_named(finished, tmp_path):
@@ -203,3 +243,231 @@ def test_routes_reuse_auto_finds_a_finished_run_of_the_same_config_and_data(fini
     table = routes(cfg, overrides=common(tmp_path, cache))
     assert not (tmp_path / "routes" / "klvae").exists()
     assert table["stages"]["vqvae"]["dir"] == str((tmp / "routes" / "vqvae").resolve())
+
+
+def test_routes_writes_real_test_examples_beside_the_samples(finished):
+    from PIL import Image
+
+    tmp, _, table = finished
+    path = tmp / "routes" / "real_examples.png"
+    assert table["real_examples"] == "real_examples.png"
+    assert Image.open(path).format == "PNG" and Image.open(path).size[0] > 100
+
+
+def test_real_examples_show_the_first_test_examples_of_each_class_one_row_each(monkeypatch,
+                                                                                tmp_path):
+    """3 test examples of class 0, 5 of class 1, 4 asked: 3 of each (the fewest any class has),
+    so that every row of the grid is one class, as in the samples grids."""
+    import numpy as np
+    import torch
+
+    from mdvq.utils import plotting
+
+    x = torch.linspace(-1, 1, 8).reshape(8, 1, 1, 1).expand(8, 1, 2, 2).contiguous()
+    y = torch.tensor([1, 0, 1, 0, 1, 1, 0, 1])
+    dm = type("DM", (), {"datasets": {"test": torch.utils.data.TensorDataset(x, y)},
+                         "class_names": ["walking", "falling"], "freqs_hz": None,
+                         "times_s": None})()
+    seen = {}
+    real = plotting.sample_grid_figure
+
+    def record(images, labels, names, freqs, times, per_row, suptitle):
+        seen.update(images=images, labels=labels, names=names, per_row=per_row)
+        return real(images, labels, names, freqs, times, per_row=per_row, suptitle=suptitle)
+
+    monkeypatch.setattr(plotting, "sample_grid_figure", record)
+    out = write_real_examples(dm, tmp_path / "real.png", per_class=4)
+    assert out.is_file() and seen["per_row"] == 3 and seen["names"] == ["walking", "falling"]
+    assert seen["labels"].tolist() == [0, 0, 0, 1, 1, 1]
+    # examples 1, 3, 6 (class 0) then 0, 2, 4 (class 1), mapped from [-1, 1] to [0, 1]
+    expected = (np.linspace(-1, 1, 8)[[1, 3, 6, 0, 2, 4]] + 1) / 2
+    assert np.allclose(seen["images"][:, 0, 0, 0], expected, atol=1e-6)
+
+
+def test_unknown_row_names_are_refused_naming_the_key_and_the_known_rows(finished, tmp_path):
+    _, cache, _ = finished
+    cfg = compose_cfg(routes_overrides(tmp_path, cache) + ["routes.sampling.priors=[kl,nonsense]"])
+    with pytest.raises(ValueError, match=r"routes\.sampling\.priors: unknown rows \['nonsense'\]; "
+                                         r"the known rows are \['kl', 'vq', 'hybrid', "
+                                         r"'hybrid_unsnapped', 'maskedtokens'\]"):
+        routes(cfg, overrides=common(tmp_path, cache))
+    assert not (tmp_path / "routes" / "klvae").exists(), "refused before anything trains"
+    row = RouteRow("new", "KL latent + a prior not written yet", "klvae", "newprior",
+                   ("experiment=no_such_prior",), "model.autoencoder", "continuous")
+    cfg = compose_cfg(routes_overrides(tmp_path, cache) + ["routes.sampling.priors=[kl,new]"])
+    with pytest.raises(ValueError, match=r"row 'new' needs experiment=no_such_prior, which this "
+                                         r"checkout lacks \(.*no_such_prior\.yaml\)"):
+        routes(cfg, overrides=common(tmp_path, cache), rows=(*ROUTE_ROWS, row))
+    clash = RouteRow("kl_on_vq", "the KL prior's stage on the VQ-VAE", "vqvae", "latentdiffusion",
+                     ("experiment=latentdiffusion",), "model.autoencoder", "continuous")
+    with pytest.raises(ValueError, match=r"rows 'kl' and 'kl_on_vq' share the prior stage "
+                                         r"'latentdiffusion' but train it differently"):
+        select_rows(["kl", "kl_on_vq"], (*ROUTE_ROWS, clash))
+    assert [r.name for r in select_rows("vq")] == ["vq"], "one name alone"
+    with pytest.raises(ValueError, match=r"routes\.sampling\.priors names \['kl'\] more than once"):
+        select_rows(["kl", "vq", "kl"])
+    with pytest.raises(ValueError, match=r"routes\.sampling\.priors is empty"):
+        select_rows([])
+    for bad in (0, -5, 2.5, True, "500"):
+        with pytest.raises(ValueError, match=r"routes\.prior_budget must be null or an integer "):
+            prior_budget_overrides(bad)
+    assert prior_budget_overrides(None) == [] and prior_budget_overrides(7) == [
+        "callbacks.training_budget.min_steps=7"]
+
+
+def test_the_rows_follow_routes_sampling_priors_order_reusing_every_stage(finished):
+    tmp, cache, _ = finished
+    out = tmp / "routes"
+    marks = [out / "latentdiffusion" / "summary.json", out / "samples_kl" / "stage.json",
+             out / "eval_vq" / "stage.json"]
+    routes(compose_cfg(routes_overrides(tmp, cache)), overrides=common(tmp, cache))  # [kl, vq]
+    before = [p.stat().st_mtime_ns for p in marks]
+    table = routes(compose_cfg(routes_overrides(tmp, cache) + ["routes.sampling.priors=[vq,kl]"]),
+                   overrides=common(tmp, cache))
+    assert [r["route"] for r in table["rows"]] == ["vq", "kl"]
+    assert all(s["reused"] for s in table["stages"].values())
+    assert before == [p.stat().st_mtime_ns for p in marks], "nothing trained, sampled or scored"
+    md = (out / "routes.md").read_text()
+    assert md.startswith("# Routes: VQ latent + VQ-Diffusion vs KL latent + latent diffusion")
+    assert md.index("| vq | VQ latent") < md.index("| kl | KL latent")
+
+
+def test_two_rows_sharing_a_prior_stage_train_it_once_and_sample_it_twice(finished):
+    """As `hybrid` and `hybrid_unsnapped` do: here the KL prior sampled with its default
+    sampler (DPM-Solver) and with DDIM, as one more row of the table."""
+    import numpy as np
+
+    tmp, cache, _ = finished
+    out = tmp / "routes"
+    ddim = RouteRow("kl_ddim", "KL latent + latent diffusion, DDIM sampler", "klvae",
+                    "latentdiffusion", ("experiment=latentdiffusion",), "model.autoencoder",
+                    "continuous", {"sampler": "ddim"})
+    trained = (out / "latentdiffusion" / "summary.json").stat().st_mtime_ns
+    table = routes(compose_cfg(routes_overrides(tmp, cache)
+                               + ["routes.sampling.priors=[kl,kl_ddim]"]),
+                   overrides=common(tmp, cache), rows=(*ROUTE_ROWS, ddim))
+    assert (out / "latentdiffusion" / "summary.json").stat().st_mtime_ns == trained
+    assert [r["route"] for r in table["rows"]] == ["kl", "kl_ddim"]
+    assert table["rows"][1]["sampling_options"] == {"sampler": "ddim"}
+    assert table["rows"][0]["prior_steps"] == table["rows"][1]["prior_steps"] == 1
+    metas = [json.loads((out / f"samples_{r}" / "meta.json").read_text()) for r in ("kl", "kl_ddim")]
+    assert [m["sampler"] for m in metas] == ["dpm", "ddim"]
+    assert metas[1]["route"] == "kl_ddim" and metas[1]["prior"] == "latentdiffusion"
+    first, second = (np.load(out / f"samples_{r}" / "samples.npy") for r in ("kl", "kl_ddim"))
+    assert first.shape == second.shape and not np.allclose(first, second)
+    assert (out / "eval_kl_ddim" / "metrics.json").is_file()
+
+
+def test_sampling_options_set_the_prior_setting_or_name_the_row():
+    import torch
+    from lightning.pytorch.utilities.parsing import AttributeDict
+
+    class Prior(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hparams = AttributeDict(decode_quantized=True, sample_steps=4)
+            self.decode_quantized = True
+
+    prior = Prior()
+    row = next(r for r in ROUTE_ROWS if r.name == "hybrid_unsnapped")
+    assert apply_sampling_options(prior, row) == {}
+    assert prior.hparams.decode_quantized is False and prior.decode_quantized is False
+    snapped = next(r for r in ROUTE_ROWS if r.name == "hybrid")
+    assert (snapped.prior, snapped.sampling) == ("hybrid", {}), "one prior stage, default decoding"
+    with pytest.raises(ValueError, match=r"routes row 'hybrid_unsnapped': its prior \(Module\) "
+                                         r"has no setting 'decode_quantized'"):
+        apply_sampling_options(torch.nn.Module(), row)
+    ddim = RouteRow("x", "x", "klvae", "p", (), "model.autoencoder", "continuous",
+                    {"sampler": "ddim", "truncation": 0.9})
+    assert apply_sampling_options(prior, ddim) == {"sampler": "ddim", "truncation": 0.9}
+
+    class Checked(Prior):  # a prior with a setter (as the latent-diffusion prior's) uses it
+        def set_decode_quantized(self, snap):
+            self.calls = [*getattr(self, "calls", []), snap]
+
+    checked = Checked()
+    assert apply_sampling_options(checked, row) == {} and checked.calls == [False]
+    assert checked.decode_quantized is True, "the setter alone decides"
+
+
+def test_one_row_alone_trains_only_its_prior_and_the_shared_budget_applies(finished, tmp_path):
+    """`routes.sampling.priors=[vq]` with `routes.prior_budget=6`: no KL prior; the VQ-Diffusion
+    stage (2 optimiser steps per epoch, 1 epoch asked) trains at least 6 steps."""
+    tmp, cache, _ = finished
+    done = tmp / "routes"
+    more = {"vqdiffusion": ["trainer.limit_train_batches=1.0"]}  # the budget stands down on a limit
+    cfg = compose_cfg(routes_overrides(tmp_path, cache, more) + [
+        "routes.sampling.priors=[vq]", "routes.prior_budget=6",
+        f"routes.reuse.klvae={done / 'klvae'}", f"routes.reuse.vqvae={done / 'vqvae'}"])
+    table = routes(cfg, overrides=common(tmp_path, cache))
+    out = tmp_path / "routes"
+    assert [r["route"] for r in table["rows"]] == ["vq"]
+    assert not (out / "latentdiffusion").exists() and not (out / "samples_kl").exists()
+    assert set(table["stages"]) == {"klvae", "vqvae", "classifier", "vqdiffusion"}
+    prior = json.loads((out / "vqdiffusion" / "summary.json").read_text())
+    assert prior["config"]["callbacks"]["training_budget"]["min_steps"] == 6
+    assert prior["trained_steps"] >= 6 and prior["epochs"] >= 3, "1 epoch of 2 steps raised"
+    assert table["prior_budget"] == {"shared": 6, "min_steps": {"vqdiffusion": 6}}
+    md = (out / "routes.md").read_text()
+    assert ("Priors trained to: one shared budget, at least 6 optimiser steps each "
+            "(routes.prior_budget=6; min_steps: vqdiffusion 6).") in md
+    assert "No verdict: fewer than two routes" in md and (out / "real_examples.png").is_file()
+    assert "this run has vq;" in md
+
+
+def _has_experiment(name: str) -> bool:
+    from mdvq.core.compose import config_dir
+
+    return (config_dir() / "experiment" / f"{name}.yaml").is_file()
+
+
+def _hybrid_prior_written() -> bool:
+    from mdvq.models.latent_diffusion import LatentDiffusionModule
+
+    return hasattr(LatentDiffusionModule, "set_decode_quantized")
+
+
+@pytest.mark.skipif(not _hybrid_prior_written(), reason="the hybrid prior (latent diffusion on a "
+                    "VQ-VAE, set_decode_quantized) is not in this checkout yet")
+def test_hybrid_rows_train_one_prior_on_the_vqvae_and_sample_it_snapped_and_unsnapped(finished):
+    import numpy as np
+
+    tmp, cache, _ = finished
+    out = tmp / "routes"
+    trained = (out / "latentdiffusion" / "summary.json").stat().st_mtime_ns
+    cfg = compose_cfg(routes_overrides(tmp, cache, NEW_PRIORS) + [
+        "routes.sampling.priors=[kl,vq,hybrid,hybrid_unsnapped]"])
+    table = routes(cfg, overrides=common(tmp, cache))
+    assert [r["route"] for r in table["rows"]] == ["kl", "vq", "hybrid", "hybrid_unsnapped"]
+    assert (out / "latentdiffusion" / "summary.json").stat().st_mtime_ns == trained
+    prior = json.loads((out / "hybrid" / "summary.json").read_text())
+    assert prior["config"]["model"]["autoencoder"] == str(out / "vqvae") and not table["stages"][
+        "hybrid"]["reused"]
+    snapped, unsnapped = (np.load(out / f"samples_{r}" / "samples.npy")
+                          for r in ("hybrid", "hybrid_unsnapped"))
+    assert snapped.shape == unsnapped.shape and not np.allclose(snapped, unsnapped)
+    hybrid, unsnapped_row = table["rows"][2:]
+    assert hybrid["codebook_usage"] == table["rows"][1]["codebook_usage"], "the same VQ-VAE"
+    assert unsnapped_row["sampling_options"] == {"decode_quantized": False}
+    md = (out / "routes.md").read_text()
+    assert "Latent (same continuous prior): kl " in md and "against hybrid " in md
+    assert "Prior (same VQ latent, the best discrete prior): hybrid " in md
+    again = routes(cfg, overrides=common(tmp, cache))
+    assert all(s["reused"] for s in again["stages"].values())
+
+
+@pytest.mark.skipif(not _has_experiment("maskedtokens"), reason="experiment=maskedtokens is not "
+                    "in this checkout yet")
+def test_the_masked_token_row_trains_its_prior_on_the_vqvae(finished):
+    tmp, cache, _ = finished
+    out = tmp / "routes"
+    cfg = compose_cfg(routes_overrides(tmp, cache, NEW_PRIORS) + [
+        "routes.sampling.priors=[vq,maskedtokens]"])
+    table = routes(cfg, overrides=common(tmp, cache))
+    assert [r["route"] for r in table["rows"]] == ["vq", "maskedtokens"]
+    prior = json.loads((out / "maskedtokens" / "summary.json").read_text())
+    assert prior["status"] == "finished" and prior["config"]["model"]["vqvae"] == str(out / "vqvae")
+    assert 0 <= table["rows"][1]["conditional_accuracy"] <= 1
+    assert table["rows"][1]["prior_family"] == "discrete"
+    again = routes(cfg, overrides=common(tmp, cache))
+    assert all(s["reused"] for s in again["stages"].values())

@@ -2,13 +2,15 @@
 
 `phase1`: the KL-VAE, then the VQ-VAE on the same data and split, then the decision rule
 (`decision.json` in the experiment folder), with the thresholds of `conf/decision/`.
-`routes`: both generation routes end to end (autoencoders, the phase-1 rule, the classifier,
-both priors, sampling, evaluation), written as `routes.json` / `routes.md`.
+`routes`: the generation routes end to end (autoencoders, the phase-1 rule, the classifier,
+the prior of every row of `routes.sampling.priors` (`ROUTE_ROWS`), sampling, evaluation),
+written as `routes.json` / `routes.md` with `real_examples.png` (docs/routes.md).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -67,16 +69,148 @@ def phase1(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------------- routes
-#: the training stages of experiment=routes, in order: (stage, Hydra overrides choosing it)
-ROUTE_STAGES = (
+#: the stages every routes run trains before its priors, in order: (stage, Hydra overrides
+#: choosing it); both autoencoders always train, so the phase-1 rule is decided as in phase 1
+BASE_STAGES = (
     ("klvae", ["model=klvae"]),
     ("vqvae", ["model=vqvae"]),
     ("classifier", ["experiment=classifier"]),
-    ("latentdiffusion", ["experiment=latentdiffusion"]),
-    ("vqdiffusion", ["experiment=vqdiffusion"]),
 )
-#: the generation routes: (route, its prior stage, its autoencoder stage)
-ROUTES = (("kl", "latentdiffusion", "klvae"), ("vq", "vqdiffusion", "vqvae"))
+#: the latent of each autoencoder stage, as the factor analysis of routes.md names it
+LATENTS = {"klvae": "kl", "vqvae": "vq"}
+
+
+@dataclass(frozen=True)
+class RouteRow:
+    """One row of `experiment=routes`: an autoencoder stage, a prior stage trained on it, and how
+    that prior is sampled. Rows naming the same `prior` stage share one training of it (e.g.
+    `hybrid` and `hybrid_unsnapped`: one prior, sampled twice).
+
+    Attributes:
+        name: the row's key in `routes.sampling.priors`, `routes.json` (`route`) and its folders
+            (`samples_<name>`, `eval_<name>`).
+        label: what the row compares, in words (shown in routes.md and the report).
+        autoencoder: the autoencoder stage the prior reads (`klvae` or `vqvae`).
+        prior: the prior stage, also its folder name and its key in `routes.stage_overrides`,
+            `routes.sampling.steps` / `.guidance`.
+        choose: the Hydra overrides choosing the prior (e.g. `experiment=latentdiffusion`).
+        autoencoder_key: the model key that receives the autoencoder's run folder.
+        prior_family: `continuous` (diffusion on real-valued latents) or `discrete` (on codes).
+        sampling: per-row sampling options: `sampler` / `truncation` go to `sample_prior`, any
+            other key (e.g. `decode_quantized`) is set on the loaded prior.
+    """
+
+    name: str
+    label: str
+    autoencoder: str
+    prior: str
+    choose: tuple[str, ...]
+    autoencoder_key: str
+    prior_family: str
+    sampling: dict = field(default_factory=dict)
+
+    @property
+    def latent(self) -> str:
+        """`kl` (a Gaussian latent) or `vq` (the VQ-VAE's latent) (`LATENTS`)."""
+        return LATENTS[self.autoencoder]
+
+    @property
+    def experiment(self) -> str | None:
+        """The `experiment=` config choosing the prior, if any."""
+        return next((o.split("=", 1)[1] for o in self.choose if o.startswith("experiment=")),
+                    None)
+
+
+#: every row experiment=routes knows; `routes.sampling.priors` picks which run, in its order
+ROUTE_ROWS = (
+    RouteRow("kl", "KL latent + latent diffusion", "klvae", "latentdiffusion",
+             ("experiment=latentdiffusion",), "model.autoencoder", "continuous"),
+    RouteRow("vq", "VQ latent + VQ-Diffusion", "vqvae", "vqdiffusion",
+             ("experiment=vqdiffusion",), "model.vqvae", "discrete"),
+    RouteRow("hybrid", "VQ latent + continuous prior (hybrid)", "vqvae", "hybrid",
+             ("experiment=latentdiffusion",), "model.autoencoder", "continuous"),
+    RouteRow("hybrid_unsnapped", "VQ latent + continuous prior (hybrid, decoded unsnapped)",
+             "vqvae", "hybrid", ("experiment=latentdiffusion",), "model.autoencoder",
+             "continuous", {"decode_quantized": False}),
+    RouteRow("maskedtokens", "VQ latent + masked-token prior", "vqvae", "maskedtokens",
+             ("experiment=maskedtokens",), "model.vqvae", "discrete"),
+)
+#: sampling options that are arguments of `sample_prior` (the others are set on the prior)
+SAMPLER_OPTIONS = ("sampler", "truncation")
+
+
+def select_rows(names, rows=ROUTE_ROWS) -> list[RouteRow]:
+    """The rows named by `routes.sampling.priors` (a list, or one name), in its order;
+    ValueError naming the key and the known rows for an unknown or repeated name, an empty
+    list, two rows sharing a prior stage but training it differently, or a row whose prior
+    experiment this checkout lacks (`conf/experiment/<name>.yaml`)."""
+    from mdvq.core.compose import config_dir
+
+    known = {r.name: r for r in rows}
+    names = [names] if isinstance(names, str) else list(names or [])
+    if not names:
+        raise ValueError(f"routes.sampling.priors is empty: name at least one row of "
+                         f"{list(known)}")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"routes.sampling.priors: unknown rows {unknown}; the known rows are "
+                         f"{list(known)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"routes.sampling.priors names {repeated} more than once")
+    chosen = [known[n] for n in names]
+    for row in chosen:
+        first = next(r for r in chosen if r.prior == row.prior)
+        if (first.autoencoder, first.choose, first.autoencoder_key) != (
+                row.autoencoder, row.choose, row.autoencoder_key):
+            raise ValueError(f"routes.sampling.priors: rows {first.name!r} and {row.name!r} share "
+                             f"the prior stage {row.prior!r} but train it differently (autoencoder "
+                             "or overrides); give the second its own prior stage")
+        experiment = row.experiment
+        if experiment and not (config_dir() / "experiment" / f"{experiment}.yaml").is_file():
+            raise ValueError(f"routes.sampling.priors: row {row.name!r} needs "
+                             f"experiment={experiment}, which this checkout lacks "
+                             f"({config_dir() / 'experiment' / (experiment + '.yaml')})")
+    return chosen
+
+
+def prior_budget_overrides(budget) -> list[str]:
+    """The overrides `routes.prior_budget` adds to every prior stage: None keeps each prior's own
+    `callbacks.training_budget.min_steps`; an integer >= 1 sets it for all (optimiser steps)."""
+    if budget is None:
+        return []
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"routes.prior_budget must be null or an integer >= 1 (optimiser "
+                         f"steps), got {budget!r}")
+    return [f"callbacks.training_budget.min_steps={budget}"]
+
+
+def apply_sampling_options(module, row: RouteRow) -> dict:
+    """Set the row's prior settings (`row.sampling` less `SAMPLER_OPTIONS`) on a loaded prior:
+    through its `set_<key>(value)` method where it has one (e.g. the latent-diffusion prior's
+    `set_decode_quantized`, which checks the autoencoder is a VQ-VAE), else in its `hparams` and
+    as an attribute; returns the `sample_prior` arguments. ValueError naming the row when the
+    prior has no such setting."""
+    kwargs = {}
+    for key, value in row.sampling.items():
+        if key in SAMPLER_OPTIONS:
+            kwargs[key] = value
+            continue
+        setter = getattr(module, f"set_{key}", None)
+        if callable(setter):
+            setter(value)
+            continue
+        hparams = getattr(module, "hparams", {})
+        if key not in hparams and not hasattr(module, key):
+            raise ValueError(f"routes row {row.name!r}: its prior ({type(module).__name__}) has "
+                             f"no setting {key!r} to sample with")
+        if key in hparams:
+            hparams[key] = value
+        if hasattr(module, key):
+            setattr(module, key, value)
+    return kwargs
+
+
 #: config keys that do not change what a stage trains (where it writes, what it logs, how)
 _VOLATILE = ("paths", "hydra", "ckpt_path", "task_name", "callbacks", "logger")
 
@@ -239,16 +373,20 @@ def _json_stage(name: str, path: Path, inputs: dict, make) -> dict:
     return {**result, "reused": False}
 
 
-def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """Both routes end to end on one data set and split (`experiment=routes`).
+def routes(cfg: DictConfig, overrides: list[str] | None = None,
+           rows: tuple[RouteRow, ...] | list[RouteRow] = ROUTE_ROWS) -> dict:
+    """The generation routes end to end on one data set and split (`experiment=routes`).
 
-    Trains the KL-VAE and the VQ-VAE (phase 1, with the decision rule), the in-domain
-    classifier, the latent-diffusion prior on the KL-VAE and the VQ-Diffusion prior on the
-    VQ-VAE; samples both priors (same classes, seed, batch, machine), evaluates both against the
-    classifier and writes `routes.json` and `routes.md` in the experiment folder. Every stage
-    leaves its own folder; a stage whose result is already there for the same config (and so
-    the same data key) is reused, so a second call continues from the first unfinished stage.
-    A failing stage raises `StageFailed` naming it.
+    Trains the KL-VAE and the VQ-VAE (phase 1, with the decision rule) and the in-domain
+    classifier, then the prior stage of every row that `routes.sampling.priors` names (of
+    `rows`, default `ROUTE_ROWS`; rows sharing a prior stage train it once), each on its row's
+    autoencoder; samples every row (same classes, seed, batch, machine), evaluates each against
+    the classifier, writes `real_examples.png` (real test-split examples, laid out like the
+    samples grids) and `routes.json` / `routes.md` in the experiment folder. Every stage leaves
+    its own folder; a stage whose result is already there for the same config (and so the same
+    data key) is reused, so a second call continues from the first unfinished stage. A failing
+    stage raises `StageFailed` naming it; an unknown row name a ValueError naming
+    `routes.sampling.priors` before anything trains.
     """
     from mdvq.core.samples import load_samples, write_samples
     from mdvq.evaluation.classifier_run import load_classifier_run
@@ -258,6 +396,8 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
     out_dir = Path(cfg.paths.output_dir)
     settings = cfg.routes
+    chosen = select_rows(settings.sampling.get("priors") or [], rows)
+    budget = prior_budget_overrides(settings.get("prior_budget"))
     # model settings differ per stage: give them in routes.stage_overrides.<stage>
     common = (user_overrides(drop=("model", "task", "experiment"), drop_below=("model", "routes"))
               if overrides is None else list(overrides))
@@ -265,16 +405,10 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     reuse = settings.get("reuse") or {}
     auto_root = cfg.paths.output_root if reuse.get("auto") else None
     dirs: dict[str, Path] = {}  # the run folder of each stage (a reused one lies elsewhere)
-    for name, choice in ROUTE_STAGES:
+    for name, choice in BASE_STAGES:
         extra = list(choice) + list(settings.stage_overrides.get(name) or [])
-        if name in ("latentdiffusion", "vqdiffusion"):  # the prior of the autoencoder above
-            autoencoder = "autoencoder" if name == "latentdiffusion" else "vqvae"
-            source = "klvae" if name == "latentdiffusion" else "vqvae"
-            classes = (stages[source].get("data") or {}).get("class_names") or []
-            extra[:0] = [f"model.{autoencoder}={dirs[source]}",
-                         f"model.num_classes={len(classes)}"]
         reused = (reuse_stage(name, reuse.get(name), common + extra, out_dir / name, auto_root)
-                  if name in ("klvae", "vqvae") else None)
+                  if name in LATENTS else None)
         stages[name] = reused or train_stage(name, common + extra, out_dir / name)
         dirs[name] = Path(reused["run_dir"]) if reused else out_dir / name
         if name == "vqvae":
@@ -282,32 +416,49 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                                    psnr_margin=cfg.decision.psnr_margin,
                                    usage_threshold=cfg.decision.usage_threshold)
             write_decision(decision, out_dir / "decision.json")
+    for row in chosen:  # each prior stage once, on the autoencoder of the first row naming it
+        if row.prior in stages:
+            continue
+        classes = (stages[row.autoencoder].get("data") or {}).get("class_names") or []
+        extra = [f"{row.autoencoder_key}={dirs[row.autoencoder]}",
+                 f"model.num_classes={len(classes)}", *row.choose, *budget,
+                 *(settings.stage_overrides.get(row.prior) or [])]
+        stages[row.prior] = train_stage(row.prior, common + extra, out_dir / row.prior)
+        dirs[row.prior] = out_dir / row.prior
 
     classifier = load_classifier_run(out_dir / "classifier")
     sampling = {k: settings.sampling[k] for k in ("n_per_class", "seed", "batch_size")}
     if sampling["n_per_class"] is None:  # as many as the real training split: TSTR vs TRTR alike
         dm = classifier.datamodule
         sampling["n_per_class"] = -(-len(dm.datasets["train"]) // len(dm.class_names))
+    write_real_examples(classifier.datamodule, out_dir / REAL_EXAMPLES,
+                        min(int(sampling["n_per_class"]), _grid_per_class()))
     generation = {}
-    for route, prior_stage, _ in ROUTES:
-        prior_run = out_dir / prior_stage
-        steps = settings.sampling.steps.get(prior_stage)
-        guidance = settings.sampling.guidance.get(prior_stage)
-        inputs = {"prior": stages[prior_stage]["finished_at"], "steps": steps,
-                  "guidance": guidance, **sampling}
-        samples_dir = out_dir / f"samples_{route}"
+    for row in chosen:
+        prior_run = dirs[row.prior]
+        steps = (settings.sampling.get("steps") or {}).get(row.prior)
+        guidance = (settings.sampling.get("guidance") or {}).get(row.prior)
+        inputs = {"prior": stages[row.prior]["finished_at"], "steps": steps,
+                  "guidance": guidance, **sampling,
+                  # only where set, so a routes folder of today's rows stays reusable as it is
+                  **({"options": dict(row.sampling)} if row.sampling else {})}
+        samples_dir = out_dir / f"samples_{row.name}"
 
-        def draw(prior_run=prior_run, prior_stage=prior_stage, steps=steps, guidance=guidance,
+        def draw(prior_run=prior_run, row=row, steps=steps, guidance=guidance,
                  samples_dir=samples_dir):
             module, _ = load_prior(prior_run, settings.sampling.device)
+            kwargs = apply_sampling_options(module, row)
             images, labels, meta = sample_prior(module, sampling["n_per_class"], steps, guidance,
-                                                sampling["seed"], sampling["batch_size"])
-            write_samples(samples_dir, images, labels, {**meta, "prior": prior_stage})
+                                                sampling["seed"], sampling["batch_size"],
+                                                **kwargs)
+            write_samples(samples_dir, images, labels,
+                          {**meta, "prior": row.prior, "route": row.name,
+                           "options": dict(row.sampling)})
             return {"samples_per_second": meta["samples_per_second"], "steps": meta["steps"],
                     "guidance": meta["guidance"]}
 
-        drawn = _json_stage(f"sample {route}", samples_dir / "stage.json", inputs, draw)
-        eval_dir = out_dir / f"eval_{route}"
+        drawn = _json_stage(f"sample {row.name}", samples_dir / "stage.json", inputs, draw)
+        eval_dir = out_dir / f"eval_{row.name}"
 
         def score(samples_dir=samples_dir, eval_dir=eval_dir):
             result = evaluate_generation(
@@ -318,52 +469,108 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             return {"metrics": result["metrics"], "judge": result.get("judge"),
                     "tstr": {k: tstr.get(k) for k in ("steps", "epochs")}}
 
-        evaluated = _json_stage(f"evaluate {route}", eval_dir / "stage.json",
+        evaluated = _json_stage(f"evaluate {row.name}", eval_dir / "stage.json",
                                 {**inputs, "classifier": stages["classifier"]["finished_at"],
                                  "tstr": bool(settings.tstr)}, score)
-        generation[route] = {"sampling": drawn, "evaluation": evaluated}
+        generation[row.name] = {"sampling": drawn, "evaluation": evaluated}
 
-    table = routes_table(out_dir, stages, generation)
+    table = routes_table(out_dir, stages, generation, chosen, settings.get("prior_budget"))
     write_routes(table, out_dir)
     return table
 
 
-def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> dict:
-    """The routes comparison as data: one row per route (reconstruction, the phase-1 verdict,
-    generation, speed, sizes, wall times), plus the decision and the stage folders."""
+#: the real examples routes writes beside its samples folders (same grid layout)
+REAL_EXAMPLES = "real_examples.png"
+
+
+def _grid_per_class() -> int:
+    from mdvq.core.samples import GRID_PER_CLASS
+
+    return GRID_PER_CLASS
+
+
+def write_real_examples(datamodule, path: str | Path, per_class: int) -> Path:
+    """A grid of the first real examples of each class of the test split, one row per class,
+    laid out as the samples folders' `grid.png` (same figure function, axes in s and Hz):
+    `per_class` of each, or fewer when a class has fewer (the fewest any present class has, so
+    each row stays one class); images mapped from [-1, 1] to [0, 1]. Returns the PNG path."""
+    import numpy as np
+
+    from mdvq.utils import plotting
+    from mdvq.utils.pixels import to_unit
+
+    x, y = datamodule.datasets["test"].tensors
+    labels = y.numpy()
+    hits = [np.flatnonzero(labels == c) for c in range(len(datamodule.class_names))]
+    hits = [h for h in hits if len(h)]
+    n = max(1, min([int(per_class), *(len(h) for h in hits)]))
+    shown = np.concatenate([h[:n] for h in hits]).astype(int)
+    images = to_unit(x[shown].float()).clamp(0.0, 1.0).numpy()
+    fig = plotting.sample_grid_figure(images, labels[shown], list(datamodule.class_names),
+                                      datamodule.freqs_hz, datamodule.times_s, per_row=n,
+                                      suptitle=f"real examples (test split), {n} per class")
+    return Path(plotting.save_figure(fig, path))
+
+
+def _top_vote(evaluation: dict) -> float | None:
+    """The judge's largest vote share over the classes for a row's samples, in [1/K, 1] (1/K:
+    balanced; near 1: the prior collapsed onto one class), or None when not recorded."""
+    shares = (((evaluation.get("judge") or {}).get("samples") or {}).get("predicted_share")
+              or {})
+    return max(shares.values()) if shares else None
+
+
+def _min_steps(stage: dict) -> int | None:
+    """The `callbacks.training_budget.min_steps` a stage was configured with (None: none)."""
+    budget = ((stage.get("config") or {}).get("callbacks") or {}).get("training_budget") or {}
+    return budget.get("min_steps") if isinstance(budget, dict) else None
+
+
+def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict,
+                 rows: list[RouteRow] | None = None, prior_budget: int | None = None) -> dict:
+    """The routes comparison as data: one row per route row (reconstruction, generation, speed,
+    sizes, wall times and steps), plus the decision, the stage folders and the priors' budget."""
     import json
 
+    rows = list(rows if rows is not None else [r for r in ROUTE_ROWS if r.name in generation])
     decision = json.loads((out_dir / "decision.json").read_text())
-    rows = []
-    for route, prior_stage, ae_stage in ROUTES:
-        ae = stages[ae_stage]["metrics"]
-        gen = generation[route]["evaluation"]["metrics"]
-        rows.append({
-            "route": route,
-            "autoencoder": ae_stage,
-            "prior": prior_stage,
+    out = []
+    for row in rows:
+        ae = stages[row.autoencoder]["metrics"]
+        gen = generation[row.name]["evaluation"]["metrics"]
+        sampled = generation[row.name]["sampling"]
+        out.append({
+            "route": row.name,
+            "label": row.label,
+            "latent": row.latent,
+            "prior_family": row.prior_family,
+            "autoencoder": row.autoencoder,
+            "prior": row.prior,
+            "sampling_options": dict(row.sampling) or None,
             "test_psnr_db": ae.get(TEST_PSNR),
             "test_ssim": ae.get(TEST_SSIM),
-            "codebook_usage": ae.get(TEST_CODEBOOK_USAGE) if route == "vq" else None,
+            "codebook_usage": ae.get(TEST_CODEBOOK_USAGE) if row.latent == "vq" else None,
             "conditional_accuracy": gen.get("conditional_accuracy"),
+            "top_vote_share": _top_vote(generation[row.name]["evaluation"]),
             "fd_samples_test": gen.get("fd_samples_test"),
             "fd_floor": gen.get("fd_train_test_floor"),
             "fd_ratio_to_floor": gen.get("fd_ratio_to_floor"),
             "tstr_acc": gen.get("tstr_acc"),
             "trtr_acc": gen.get("trtr_acc"),
             "tstr_trtr_ratio": gen.get("tstr_trtr_ratio"),
-            "samples_per_second": generation[route]["sampling"]["samples_per_second"],
-            "sampling_steps": generation[route]["sampling"]["steps"],
-            "guidance": generation[route]["sampling"]["guidance"],
-            "autoencoder_parameters": stages[ae_stage].get("parameters"),
-            "prior_parameters": stages[prior_stage].get("parameters"),
-            "autoencoder_wall_s": stages[ae_stage].get("wall_time_s"),
-            "prior_wall_s": stages[prior_stage].get("wall_time_s"),
-            "autoencoder_steps": stages[ae_stage].get("trained_steps"),
-            "prior_steps": stages[prior_stage].get("trained_steps"),
+            "samples_per_second": sampled["samples_per_second"],
+            "sampling_steps": sampled["steps"],
+            "guidance": sampled["guidance"],
+            "autoencoder_parameters": stages[row.autoencoder].get("parameters"),
+            "prior_parameters": stages[row.prior].get("parameters"),
+            "autoencoder_wall_s": stages[row.autoencoder].get("wall_time_s"),
+            "prior_wall_s": stages[row.prior].get("wall_time_s"),
+            "autoencoder_steps": stages[row.autoencoder].get("trained_steps"),
+            "prior_steps": stages[row.prior].get("trained_steps"),
         })
+    priors = list(dict.fromkeys(r.prior for r in rows))
     return {
-        "rows": rows,
+        "rows": out,
         "decision": {k: decision.get(k) for k in ("verdict", "psnr_vq", "psnr_kl", "usage_vq",
                                                   "psnr_required", "usage_comparable",
                                                   "reasons")},
@@ -374,9 +581,14 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict) -> di
         # dir: the stage's folder (relative), or the absolute folder of a run reused in its place
         "stages": {name: {"dir": s.get("run_dir") or name, "reused": s.get("reused"),
                           "status": s.get("status"), "trained_steps": s.get("trained_steps"),
-                          "epochs": s.get("epochs"), "wall_time_s": s.get("wall_time_s")}
+                          "epochs": s.get("epochs"), "wall_time_s": s.get("wall_time_s"),
+                          "min_steps": _min_steps(s)}
                    for name, s in stages.items()},
-        "tstr": {route: generation[route]["evaluation"].get("tstr") for route, _, _ in ROUTES},
+        # routes.prior_budget (None: each prior its own budget) and each prior's min_steps
+        "prior_budget": {"shared": prior_budget,
+                         "min_steps": {p: _min_steps(stages[p]) for p in priors}},
+        "tstr": {row.name: generation[row.name]["evaluation"].get("tstr") for row in rows},
+        "real_examples": REAL_EXAMPLES,
     }
 
 
@@ -394,25 +606,33 @@ def _wall(row: dict) -> float | None:
     return None if any(p is None for p in parts) else float(sum(parts))
 
 
+def _route_name(row: dict) -> str:
+    """How the verdict names a row: `KL route (klvae + latentdiffusion)`, or with a label
+    `HYBRID route (VQ latent + continuous prior (hybrid))`."""
+    what = row.get("label") or f"{row.get('autoencoder')} + {row.get('prior')}"
+    return f"{row['route'].upper()} route ({what})"
+
+
 def routes_verdict(table: dict) -> str:
     """The phase-2 verdict of a routes table (`routes.json`), one short paragraph: which route
     generates the asked-for classes best (conditional accuracy, a fraction in [0, 1]), by how
-    much (percentage points), at what cost (sampling speed in samples/s, training wall time in s
-    of autoencoder + prior), and whether the phase-1 rule (reconstruction only) agrees."""
+    much over the next best (percentage points), at what cost (sampling speed in samples/s,
+    training wall time in s of autoencoder + prior), and whether the phase-1 rule
+    (reconstruction only) agrees: it does when it chose the best route's autoencoder."""
     rows = [r for r in table.get("rows") or [] if r.get("conditional_accuracy") is not None]
     if len(rows) < 2:
         return "No verdict: fewer than two routes have a conditional accuracy."
     best, other = sorted(rows, key=lambda r: r["conditional_accuracy"], reverse=True)[:2]
     gap = 100.0 * (best["conditional_accuracy"] - other["conditional_accuracy"])
-    names = {r["route"]: f"{r['route'].upper()} route ({r.get('autoencoder')} + {r.get('prior')})"
-             for r in rows}
     if abs(gap) < 0.05:
-        head = (f"Both routes generate the asked-for classes equally well (conditional accuracy "
+        both = "Both routes" if len(rows) == 2 else (
+            f"The two best routes, {_route_name(best)} and {_route_name(other)},")
+        head = (f"{both} generate the asked-for classes equally well (conditional accuracy "
                 f"{best['conditional_accuracy']:.3f}).")
     else:
-        head = (f"The {names[best['route']]} generates the asked-for classes best: conditional "
+        head = (f"The {_route_name(best)} generates the asked-for classes best: conditional "
                 f"accuracy {best['conditional_accuracy']:.3f} against "
-                f"{other['conditional_accuracy']:.3f} for the {names[other['route']]} "
+                f"{other['conditional_accuracy']:.3f} for the {_route_name(other)} "
                 f"(+{gap:.1f} points).")
     cost = []
     speed = [r.get("samples_per_second") for r in (best, other)]
@@ -426,38 +646,165 @@ def routes_verdict(table: dict) -> str:
         lines.append(f"Cost ({best['route'].upper()} against {other['route'].upper()}): "
                      + "; ".join(cost) + ".")
     chosen = (table.get("decision") or {}).get("verdict")
-    rule_route = {"klvae": "kl", "vqvae": "vq"}.get(chosen)
-    if rule_route is None:
+    if chosen not in LATENTS:
         lines.append("The phase-1 rule has no verdict here.")
     elif abs(gap) < 0.05:
         lines.append(f"The phase-1 rule (reconstruction only) chose {chosen}; generation does "
                      "not separate the routes.")
     else:
-        agrees = "agrees" if rule_route == best["route"] else "disagrees"
+        best_ae = best.get("autoencoder") or {v: k for k, v in LATENTS.items()}.get(best["route"])
+        agrees = "agrees" if chosen == best_ae else "disagrees"
         lines.append(f"The phase-1 rule (reconstruction only) chose {chosen}: it {agrees}.")
     return " ".join(lines)
 
 
-def routes_markdown(table: dict) -> str:
-    """`routes.md`: the two routes side by side, then the phase-1 verdict and how to read both."""
-    cols = [("route", "route", None), ("test PSNR [dB]", "test_psnr_db", 2),
-            ("SSIM", "test_ssim", 3), ("usage", "codebook_usage", 3),
-            ("cond. acc.", "conditional_accuracy", 3), ("FD", "fd_samples_test", 2),
-            ("FD floor", "fd_floor", 2), ("FD/floor", "fd_ratio_to_floor", 1),
-            ("TSTR", "tstr_acc", 3), ("TRTR", "trtr_acc", 3), ("TSTR/TRTR", "tstr_trtr_ratio", 2),
-            ("samples/s", "samples_per_second", 2), ("steps", "sampling_steps", None),
-            ("AE params", "autoencoder_parameters", None), ("prior params", "prior_parameters", None),
-            ("AE wall [s]", "autoencoder_wall_s", 0), ("prior wall [s]", "prior_wall_s", 0)]
+def _scored(rows: list[dict], latent: str, family: str) -> list[dict]:
+    return [r for r in rows if r.get("latent") == latent and r.get("prior_family") == family
+            and r.get("conditional_accuracy") is not None]
+
+
+def _contrast(a: dict, b: dict) -> tuple[str, float, float | None]:
+    """`a` against `b` in words, the accuracy gap in points (a - b), and the FD/floor factor
+    (the larger ratio over the smaller, >= 1; None when either is missing or not positive)."""
+    acc_a, acc_b = a["conditional_accuracy"], b["conditional_accuracy"]
+    gap = 100.0 * (acc_a - acc_b)
+    text = (f"{a['route']} {acc_a:.3f} against {b['route']} {acc_b:.3f} conditional accuracy "
+            f"({abs(gap):.1f} points)")
+    fa, fb = a.get("fd_ratio_to_floor"), b.get("fd_ratio_to_floor")
+    factor = None
+    if fa is not None and fb is not None and fa > 0 and fb > 0:
+        factor = max(fa, fb) / min(fa, fb)
+        text += f", FD/floor {fa:.1f} against {fb:.1f} (x{factor:.1f})"
+    return text, gap, factor
+
+
+def factor_paragraph(table: dict) -> str:
+    """Which factor, the latent or the prior, explains the gap between the routes, in words.
+
+    The latent's effect: rows with the same prior family (continuous) on different latents,
+    KL latent + latent diffusion (`latent` kl) against VQ latent + continuous prior (the hybrid,
+    `latent` vq; the first such row, i.e. the snapped one when both are there). The prior's
+    effect: rows on the VQ latent with different prior families, the hybrid against the best
+    discrete prior (VQ-Diffusion or the masked-token prior, by conditional accuracy). Each effect
+    is the gap in conditional accuracy (percentage points) and the factor between the FD/floor
+    ratios; the paragraph says which is larger on each measure, or which rows are missing."""
+    rows = table.get("rows") or []
+    kl = _scored(rows, "kl", "continuous")
+    hybrid = _scored(rows, "vq", "continuous")
+    discrete = sorted(_scored(rows, "vq", "discrete"), key=lambda r: r["conditional_accuracy"],
+                      reverse=True)
+    head = "**Which factor explains the gap.**"
+    missing = []
+    if not (kl and hybrid):
+        missing.append("the latent's effect needs the rows kl and hybrid (same continuous "
+                       "prior, KL against VQ latent)")
+    if not (hybrid and discrete):
+        missing.append("the prior's effect needs hybrid and vq or maskedtokens (same VQ "
+                       "latent, continuous against discrete prior)")
+    have = ", ".join(r["route"] for r in rows) or "none"
+    parts = []
+    latent = prior = None
+    if kl and hybrid:
+        text, gap, factor = _contrast(kl[0], hybrid[0])
+        latent = (gap, factor)
+        parts.append(f"Latent (same continuous prior): {text}.")
+    if hybrid and discrete:
+        text, gap, factor = _contrast(hybrid[0], discrete[0])
+        prior = (gap, factor)
+        parts.append(f"Prior (same VQ latent, the best discrete prior): {text}.")
+    if latent and prior:
+        points = [f"{abs(g):.1f}" for g in (prior[0], latent[0])]
+        acc = ("neither: the two are alike" if points[0] == points[1] else
+               "the prior explains more of the gap" if abs(prior[0]) > abs(latent[0]) else
+               "the latent explains more of the gap")
+        sentence = (f"In conditional accuracy {acc} ({points[0]} points for the prior against "
+                    f"{points[1]} for the latent)")
+        if latent[1] is not None and prior[1] is not None:
+            factors = [f"{f:.1f}" for f in (prior[1], latent[1])]
+            fd = ("the two are alike" if factors[0] == factors[1] else
+                  "the prior does" if prior[1] > latent[1] else "the latent does")
+            sentence += (f"; in FD/floor {fd} (x{factors[0]} for the prior against "
+                         f"x{factors[1]} for the latent)")
+        parts.append(sentence + ".")
+    if missing:
+        parts.append("Not measured here: " + "; ".join(missing) + f" (this run has {have}; "
+                     "add rows with routes.sampling.priors).")
+    return " ".join([head, *parts])
+
+
+def priors_budget_line(table: dict) -> str:
+    """`Priors trained to: ...`: the shared budget `routes.prior_budget`, or each prior's own
+    `callbacks.training_budget.min_steps` (optimiser steps; the steps they took are in the stage
+    table)."""
+    budget = table.get("prior_budget") or {}
+    own = ", ".join(f"{p} {_fmt(n)}" for p, n in (budget.get("min_steps") or {}).items())
+    if budget.get("shared") is not None:
+        return (f"Priors trained to: one shared budget, at least {budget['shared']} optimiser "
+                f"steps each (routes.prior_budget={budget['shared']}; min_steps: {own}).")
+    return ("Priors trained to: each prior's own budget (routes.prior_budget=null; "
+            f"callbacks.training_budget.min_steps: {own or 'not recorded'}), so their steps may "
+            "differ.")
+
+
+#: the two tables of routes.md: (header, row key, digits; None: as it is)
+RECONSTRUCTION_COLUMNS = [
+    ("route", "route", None), ("latent + prior", "label", None),
+    ("autoencoder", "autoencoder", None), ("test PSNR [dB]", "test_psnr_db", 2),
+    ("SSIM", "test_ssim", 3), ("usage", "codebook_usage", 3),
+    ("AE params", "autoencoder_parameters", None), ("AE steps", "autoencoder_steps", None),
+    ("AE wall [s]", "autoencoder_wall_s", 0)]
+GENERATION_COLUMNS = [
+    ("route", "route", None), ("prior", "prior", None),
+    ("cond. acc.", "conditional_accuracy", 3), ("top vote", "top_vote_share", 2),
+    ("FD", "fd_samples_test", 2),
+    ("FD floor", "fd_floor", 2), ("FD/floor", "fd_ratio_to_floor", 1), ("TSTR", "tstr_acc", 3),
+    ("TRTR", "trtr_acc", 3), ("TSTR/TRTR", "tstr_trtr_ratio", 2),
+    ("samples/s", "samples_per_second", 2), ("steps", "sampling_steps", None),
+    ("prior params", "prior_parameters", None), ("prior steps", "prior_steps", None),
+    ("prior wall [s]", "prior_wall_s", 0)]
+#: the generation evidence `python -m mdvq.decide ROUTES_DIR` prints per row
+EVIDENCE_COLUMNS = [
+    ("route", "route", None), ("latent + prior", "label", None),
+    ("cond. acc.", "conditional_accuracy", 3), ("FD/floor", "fd_ratio_to_floor", 1),
+    ("TSTR", "tstr_acc", 3), ("TRTR", "trtr_acc", 3), ("TSTR/TRTR", "tstr_trtr_ratio", 2)]
+
+
+def _columns_table(rows: list[dict], cols) -> str:
     cells = [[_fmt(row.get(k), d) if d is not None else _fmt(row.get(k)) for _, k, d in cols]
-             for row in table["rows"]]
-    lines = ["# Routes: KL-VAE + latent diffusion vs VQ-VAE + VQ-Diffusion", "",
+             for row in rows]
+    return markdown_table([c for c, _, _ in cols], cells)
+
+
+def routes_evidence(table: dict) -> str:
+    """The generation evidence of every row (conditional accuracy, FD/floor, TSTR, TRTR,
+    TSTR/TRTR), then the verdict and which factor explains the gap: what `mdvq.decide` prints
+    beside the phase-1 rule."""
+    return "\n\n".join([_columns_table(table["rows"], EVIDENCE_COLUMNS),
+                         f"**Verdict.** {routes_verdict(table)}", factor_paragraph(table)])
+
+
+def routes_markdown(table: dict) -> str:
+    """`routes.md`: the verdict, the rows in two tables (reconstruction and codebook; generation
+    and cost), which factor explains the gap, the phase-1 verdict, the priors' budget, the stage
+    table and how to read it all."""
+    labels = [r.get("label") or r["route"] for r in table["rows"]]
+    lines = ["# Routes: " + " vs ".join(labels), "",
              f"**Verdict.** {routes_verdict(table)}", "",
-             markdown_table([c for c, _, _ in cols], cells)]
+             "## Reconstruction and codebook (the autoencoder of each row)", "",
+             _columns_table(table["rows"], RECONSTRUCTION_COLUMNS), "",
+             "## Generation and cost (the prior of each row)", "",
+             _columns_table(table["rows"], GENERATION_COLUMNS), "",
+             factor_paragraph(table)]
     d = table["decision"]
     lines += ["", f"Phase-1 rule (reconstruction only): **{d['verdict']}**"]
     lines += [f"- {r}" for r in d.get("reasons") or []]
+    if table.get("prior_budget") is not None:
+        lines += ["", priors_budget_line(table)]
     lines += ["", ("Training of each stage (optimiser steps, epochs, wall time; a reused stage "
                    "shows its earlier run's):"), "", stage_markdown(table)]
+    if table.get("real_examples"):
+        lines += ["", (f"Real examples (test split) beside the samples: "
+                       f"`{table['real_examples']}`; samples: `samples_<route>/grid.png`.")]
     lines += ["", (f"In-domain classifier (the judge): test accuracy "
               f"{_fmt(table['classifier']['test_acc'])}. Data key `{table['data_key']}`."), "",
               ("How to read it: the phase-1 rule decides on reconstruction and codebook health "

@@ -5,11 +5,13 @@ folder (a `summary.json`, read with `RunSummary`) found below the given folders 
 with its config highlights, final metrics, learning curves (from the Lightning CSV log), the
 latest reconstruction / sample grids and the codebook-usage figure; then the tables across
 runs: the runs compared (`mdvq.runs.sweeps`), every phase-1 decision (`decision.json`), every
-routes table (`routes.json`: the verdict, the rows in two tables that fit a 1400 px page, per-class
-accuracy and the judge's vote shares per route, the steps each stage trained, the data settings),
-every generation evaluation (`metrics.json`) and every samples folder's grid, beside the real
-examples of a `task=preview` folder when there is one (listed as a data preview, not a run). Pictures are embedded as base64 PNGs, so the one file can be mailed,
-attached to an issue or opened offline.
+routes table (`routes.json`: the verdict, the rows in two tables that fit a 1400 px page
+(reconstruction and codebook; generation and cost), which factor explains the gap, the priors'
+budget, per-class accuracy and the judge's vote shares per route, the steps each stage trained,
+the data settings), every generation evaluation (`metrics.json`) and every samples folder's grid,
+beside real examples: the routes folder's `real_examples.png`, else those of a `task=preview`
+folder when there is one (listed as a data preview, not a run). Pictures are embedded as base64
+PNGs, so the one file can be mailed, attached to an issue or opened offline.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding
 font-size:13px;text-align:left}th{background:#eee}table.routes th{max-width:9em;
 overflow-wrap:break-word}img{max-width:100%;border:1px solid #ddd}
 section.run{border-top:2px solid #888;margin-top:2em}figure{display:inline-block;margin:.5em}
-figcaption{font-size:12px;color:#555}.bad{color:#a00}.good{color:#070}code{font-size:12px}
+figcaption{font-size:12px;color:#555}.pair{display:flex;gap:1em;align-items:flex-start}
+.pair figure{flex:1 1 0;min-width:0}.bad{color:#a00}.good{color:#070}code{font-size:12px}
 """
 
 
@@ -286,12 +289,16 @@ def decision_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
 
 
 #: readable headers of the routes table's keys (units in brackets); a key not named here is
-#: shown with its underscores as spaces. The first group is what each route achieves, the rest
-#: (cost, sizes and any other key) goes into a second table, so each fits a 1400 px page.
+#: shown with its underscores as spaces. The rows are shown in two tables, as in routes.md: the
+#: row (its latent + prior) with the reconstruction and codebook of its autoencoder
+#: (`_RECONSTRUCTION`), then generation and cost (every other key), so each fits a 1400 px page.
 ROUTE_HEADERS = {
-    "route": "route", "autoencoder": "autoencoder", "prior": "prior",
+    "route": "route", "label": "latent + prior", "latent": "latent",
+    "prior_family": "prior family", "sampling_options": "sampling options",
+    "autoencoder": "autoencoder", "prior": "prior",
     "test_psnr_db": "test PSNR [dB]", "test_ssim": "test SSIM",
     "codebook_usage": "codebook usage", "conditional_accuracy": "conditional accuracy",
+    "top_vote_share": "judge's top vote share",
     "fd_samples_test": "FD samples/test", "fd_floor": "FD floor (train/test)",
     "fd_ratio_to_floor": "FD / floor", "tstr_acc": "TSTR acc.", "trtr_acc": "TRTR acc.",
     "tstr_trtr_ratio": "TSTR / TRTR",
@@ -301,9 +308,11 @@ ROUTE_HEADERS = {
     "prior_wall_s": "prior wall [s]", "autoencoder_steps": "autoencoder optimiser steps",
     "prior_steps": "prior optimiser steps",
 }
-_QUALITY = ("route", "autoencoder", "prior", "test_psnr_db", "test_ssim", "codebook_usage",
-            "conditional_accuracy", "fd_samples_test", "fd_floor", "fd_ratio_to_floor",
-            "tstr_acc", "trtr_acc", "tstr_trtr_ratio")
+_RECONSTRUCTION = ("route", "label", "autoencoder", "prior", "sampling_options", "test_psnr_db",
+                   "test_ssim", "codebook_usage", "autoencoder_parameters", "autoencoder_steps",
+                   "autoencoder_wall_s")
+#: row keys the label already says (kept in routes.json for the factor paragraph, not shown)
+_NOT_SHOWN = ("latent", "prior_family")
 
 
 def _header(key: str) -> str:
@@ -375,24 +384,37 @@ def _stages(folder: Path, stages: dict) -> str:
 
 def routes_table(path: Path, label: str) -> str:
     """A `routes.json`: the phase-2 verdict (`routes_verdict`), then its rows as two tables
-    with readable headers (what each route achieves; its cost and sizes), the per-class
-    accuracy and vote shares per route, the stages (steps trained) and the data settings."""
-    from mdvq.runs.experiments import read_routes, routes_verdict
+    with readable headers (reconstruction and codebook; generation and cost), which factor
+    explains the gap, the priors' budget, the per-class accuracy and vote shares per route, the
+    stages (steps trained) and the data settings."""
+    from mdvq.runs.experiments import (
+        factor_paragraph,
+        priors_budget_line,
+        read_routes,
+        routes_verdict,
+    )
 
     routes = read_routes(path)
     rows = routes["rows"]
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    quality = [c for c in columns if c in _QUALITY]
-    cost = ["route", *(c for c in columns if c not in _QUALITY)]
-    if len(quality) <= 1:  # rows of unknown keys only: one table
-        quality, cost = columns, []
+    columns = list(dict.fromkeys(k for r in rows for k in r if k not in _NOT_SHOWN))
+    first = [c for c in columns if c in _RECONSTRUCTION]
+    second = ["route", *(c for c in columns if c not in _RECONSTRUCTION)]
+    if len(first) <= 1:  # rows of unknown keys only: one table
+        first, second = columns, []
     parts = [f"<h3>{html.escape(label)}</h3>",
              f"<p class='verdict'><b>Verdict.</b> {html.escape(routes_verdict(routes))}</p>",
-             table([_header(c) for c in quality], [[r.get(c) for c in quality] for r in rows],
+             "<h4>Reconstruction and codebook</h4>",
+             table([_header(c) for c in first], [[r.get(c) for c in first] for r in rows],
                    "routes")]
-    if len(cost) > 1:
-        parts.append(table([_header(c) for c in cost], [[r.get(c) for c in cost] for r in rows],
-                           "routes"))
+    if len(second) > 1:
+        parts.append("<h4>Generation and cost</h4>" + table(
+            [_header(c) for c in second], [[r.get(c) for c in second] for r in rows], "routes"))
+    if any("latent" in r for r in rows):
+        text = factor_paragraph(routes).replace("**Which factor explains the gap.**", "").strip()
+        parts.append(f"<p class='factor'><b>Which factor explains the gap.</b> "
+                     f"{html.escape(text)}</p>")
+    if routes.get("prior_budget") is not None:
+        parts.append(f"<p>{html.escape(priors_budget_line(routes))}</p>")
     parts.append(_per_class(path.parent, rows))
     if isinstance(routes.get("stages"), dict):
         parts.append(_stages(path.parent, routes["stages"]))
@@ -419,9 +441,26 @@ def evaluation_table(paths: Sequence[Path], roots: Sequence[Path]) -> str:
     return table(["evaluation", *keys], rows, "evaluations")
 
 
-def samples_section(directory: Path, label: str, real: Path | None = None) -> str:
-    """A samples folder: its grid (one row per class) and the sampler settings; `real` (a
-    `preview.png` of real examples, one per class) is shown beside the grid when given."""
+def real_examples_for(directory: Path, previews: Sequence[Path]) -> tuple[Path, str] | None:
+    """The real examples to show beside a samples folder, with their caption: the routes
+    folder's `real_examples.png` (test split, laid out as the samples grid) when the samples
+    sit in one, else the first `task=preview` picture (one per class), else None."""
+    from mdvq.runs.experiments import REAL_EXAMPLES
+
+    routes = directory.parent / REAL_EXAMPLES
+    if routes.is_file():
+        return routes, (f"real examples of the test split, one row per class "
+                        f"({directory.parent.name}/{REAL_EXAMPLES})")
+    if previews:
+        return previews[0], (f"real examples, one per class "
+                             f"({previews[0].parent.name}/preview.png)")
+    return None
+
+
+def samples_section(directory: Path, label: str,
+                    real: tuple[Path, str] | None = None) -> str:
+    """A samples folder: its grid (one row per class) and the sampler settings; `real` (a PNG
+    of real examples and its caption, `real_examples_for`) is shown beside the grid."""
     from mdvq.core.samples import load_samples
 
     samples = load_samples(directory)
@@ -431,11 +470,16 @@ def samples_section(directory: Path, label: str, real: Path | None = None) -> st
              f"<p>{len(samples)} samples of {len(samples.class_names)} classes</p>",
              table(["setting", "value"], settings, "samples")]
     grid = directory / "grid.png"
+    pictures = []
     if grid.is_file():
-        parts.append(img_tag(grid.read_bytes(), f"{label} samples", "samples, one row per class"))
+        pictures.append((grid.read_bytes(), f"{label} samples", "samples, one row per class"))
     if real is not None:
-        parts.append(img_tag(real.read_bytes(), "real examples",
-                             f"real examples, one per class ({real.parent.name}/preview.png)"))
+        pictures.append((real[0].read_bytes(), "real examples", real[1]))
+    if pictures:  # side by side, each as wide as its PNG's share (same dpi: same panel size)
+        parts.append("<div class='pair'>" + "".join(
+            img_tag(data, alt, caption).replace(
+                "<figure>", f"<figure style='flex-grow:{int.from_bytes(data[16:20], 'big')}'>")
+            for data, alt, caption in pictures) + "</div>")
     return "".join(parts)
 
 
@@ -472,8 +516,8 @@ def build_report(folders: Sequence[str | os.PathLike], title: str = "mdvq report
         parts.append("<h2>Samples</h2>")
         for directory in found["samples"]:
             try:
-                real = found["previews"][0] if found["previews"] else None
-                parts.append(samples_section(directory, _label(directory, roots), real))
+                parts.append(samples_section(directory, _label(directory, roots),
+                                             real_examples_for(directory, found["previews"])))
             except (ValueError, FileNotFoundError) as err:
                 log.warning("%s", err)
     if found["previews"]:  # listed as what they are, not as runs
