@@ -471,3 +471,17 @@ def test_the_masked_token_row_trains_its_prior_on_the_vqvae(finished):
     assert table["rows"][1]["prior_family"] == "discrete"
     again = routes(cfg, overrides=common(tmp, cache))
     assert all(s["reused"] for s in again["stages"].values())
+
+
+def test_fingerprint_counts_a_null_option_as_absent_but_not_a_set_one():
+    """An option added later with a null default keeps older runs' fingerprint; setting it does not."""
+    from mdvq.runs.experiments import config_fingerprint
+
+    old = {"model": {"lr": 1e-3, "codebook": {"name": "healthy"}}, "data": {"root": "x"}}
+    added_null = {"model": {"lr": 1e-3, "codebook": {"name": "healthy", "levels": None}},
+                  "data": {"root": "x", "train_subset": None}}
+    added_set = {"model": {"lr": 1e-3, "codebook": {"name": "healthy", "levels": [5, 5, 5]}},
+                 "data": {"root": "x", "train_subset": None}}
+    assert config_fingerprint(old) == config_fingerprint(added_null)
+    assert config_fingerprint(old) != config_fingerprint(added_set)
+    assert config_fingerprint(old) != config_fingerprint({**old, "data": {"root": "y"}})

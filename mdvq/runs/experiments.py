@@ -227,14 +227,27 @@ _TRAINING_LENGTH = ("training_budget",)
 def config_fingerprint(config: dict) -> str:
     """A hash of a resolved config without where its outputs go (`paths`, ...): two runs with
     the same fingerprint trained the same model on the same data for the same length (the
-    callbacks of `_TRAINING_LENGTH` count, the other callbacks do not)."""
+    callbacks of `_TRAINING_LENGTH` count, the other callbacks do not). Keys set to null count
+    as absent (`_without_nulls`): adding an option with a null default keeps earlier runs reusable."""
     import hashlib
     import json
 
     kept = {k: v for k, v in config.items() if k not in _VOLATILE}
     callbacks = config.get("callbacks") or {}
     kept["training_length"] = {k: callbacks.get(k) for k in _TRAINING_LENGTH if k in callbacks}
+    kept = _without_nulls(kept)
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_nulls(node):
+    """`node` without the mapping entries whose value is None, at every depth: a key set to null
+    (an option at its "off"/"measured" default) fingerprints like an absent key, so a run made
+    before that option existed is still recognised as the same config."""
+    if isinstance(node, dict):
+        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_without_nulls(v) for v in node]
+    return node
 
 
 def _resolved(cfg: DictConfig) -> dict:
