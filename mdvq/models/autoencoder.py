@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import torch
 
 from mdvq.models.adversarial import Adversary, AdversarialOptions
+from mdvq.models.discriminator import smallest_image
 from mdvq.models.losses import check_finite, multi_resolution_spectral_loss, reconstruction_terms
 from mdvq.models.optim import PartialOptimizers, configure_optimization
 from mdvq.utils.pixels import to_unit
@@ -61,7 +62,8 @@ class AutoencoderSteps(PartialOptimizers):
     """
 
     # ------------------------------------------------------------------------- adversarial set-up
-    def init_adversary(self, loss: dict | None, in_channels: int) -> None:
+    def init_adversary(self, loss: dict | None, in_channels: int,
+                       image_size: tuple[int, int] | None = None) -> None:
         """Build the discriminator for the checked ``loss`` (:func:`loss_config`; None: plain).
 
         Called after the autoencoder is built, so the autoencoder's initial weights do not
@@ -71,7 +73,13 @@ class AutoencoderSteps(PartialOptimizers):
         self.adversary: Adversary | None = None
         if loss is None:
             return
-        self.adversary = Adversary(AdversarialOptions.from_mapping(loss), in_channels)
+        options = AdversarialOptions.from_mapping(loss)
+        need = smallest_image(options.disc_layers)
+        if image_size and min(image_size) < need:
+            raise ValueError(f"model.loss.disc_layers={options.disc_layers} needs images of at "
+                             f"least {need}x{need} pixels (data.image_size={list(image_size)}); "
+                             "use fewer layers")
+        self.adversary = Adversary(options, in_channels)
         self.automatic_optimization = False
 
     def configure_callbacks(self):

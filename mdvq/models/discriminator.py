@@ -24,6 +24,12 @@ DISC_NORMS = ("group", "batch", "none")
 """Accepted values of ``norm``."""
 
 
+def smallest_image(layers: int) -> int:
+    """Smallest image side (pixels) that :class:`PatchDiscriminator` with ``layers`` layers can
+    take: ``layers`` halvings then two 4x4 stride-1 convolutions need ``3 * 2**layers``."""
+    return 3 * 2**layers
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "group":
         return nn.GroupNorm(min(32, channels // 4) or 1, channels)

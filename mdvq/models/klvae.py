@@ -109,7 +109,7 @@ class KLVAEModule(AutoencoderSteps, LightningModule):
             use_post_quant_conv=use_post_quant_conv,
             mid_block_add_attention=mid_block_add_attention,
         )
-        self.init_adversary(loss, in_channels)  # model/loss=adversarial: the discriminator
+        self.init_adversary(loss, in_channels, image_size)  # model/loss=adversarial: the discriminator
 
     # ----------------------------------------------------------------------------- network
     def latent_shape(self, image_size: tuple[int, int]) -> tuple[int, int, int]:

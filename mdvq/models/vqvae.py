@@ -158,7 +158,7 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
             )
             # diffusers' own quantiser is bypassed: no gradients (DDP would flag them unused)
             self.model.quantize.requires_grad_(False)
-        self.init_adversary(loss, in_channels)  # model/loss=adversarial: the discriminator
+        self.init_adversary(loss, in_channels, image_size)  # model/loss=adversarial: the discriminator
 
     # ----------------------------------------------------------------------------- network
     @property
