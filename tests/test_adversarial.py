@@ -463,3 +463,17 @@ def _speckle_after(adversarial: bool, steps: int = 150) -> float:
 def test_adversarial_run_moves_speckle_towards_real_data():
     plain, adversarial = _speckle_after(False), _speckle_after(True)
     assert adversarial < 0.75 * plain, (plain, adversarial)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_the_same_weights():
+    """trainer=ddp_cpu-like run (2 gloo processes, bf16-mixed, find_unused_parameters=False)
+    across disc_start: every parameter gets its gradient in the one backward, ranks agree."""
+    import subprocess
+    import sys
+
+    worker = Path(__file__).with_name("adversarial_ddp_worker.py")
+    proc = subprocess.run([sys.executable, str(worker)], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DDP OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
