@@ -10,12 +10,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
+import lightning as L
+import torch
+from test_adversarial import ADV, images, loader, tiny
 
-from test_adversarial import ADV, images, loader, tiny  # noqa: E402
-
-from mdvq.models import VQVAEModule  # noqa: E402
+from mdvq.models import VQVAEModule
 
 
 class SameOnEveryRank(L.Callback):

@@ -29,8 +29,8 @@ from mdvq.callbacks.realism import (
 from mdvq.core.compose import compose_config
 from mdvq.models import KLVAEModule, VQVAEModule
 from mdvq.models.adversarial import (
-    Adversary,
     AdversarialOptions,
+    Adversary,
     adaptive_weight,
     discriminator_loss,
     generator_loss,
@@ -477,3 +477,25 @@ def test_ddp_two_processes_keep_the_same_weights():
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "DDP OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_realism_judge_from_a_classifier_run(classifier_dir):
+    """callbacks.realism.judge names a classifier run folder (trained at 32x32)."""
+
+    class Blurry(L.LightningModule):
+        def __init__(self, image_size):
+            super().__init__()
+            self.save_hyperparameters()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def validation_step(self, batch, batch_idx):
+            x01 = (batch[0] + 1) / 2
+            return {"target": x01, "recon": F.avg_pool2d(x01, 3, 1, 1, count_include_pad=False)}
+
+    t = quiet_trainer(callbacks=[ReconstructionRealism(judge=str(classifier_dir))])
+    t.validate(Blurry((32, 32)), dataloaders=loader(images(16), batch_size=8))
+    assert float(t.callback_metrics["val/recon_fd"]) > 0
+    t = quiet_trainer(callbacks=[ReconstructionRealism(judge=str(classifier_dir))])
+    with pytest.raises(ValueError, match=r"callbacks\.realism\.judge=.*\[32, 32\].*\[64, 64\]"):
+        t.validate(Blurry((64, 64)), dataloaders=loader(images(16, size=64), batch_size=8))

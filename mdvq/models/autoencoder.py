@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import torch
 
-from mdvq.models.adversarial import Adversary, AdversarialOptions
+from mdvq.models.adversarial import AdversarialOptions, Adversary
 from mdvq.models.discriminator import smallest_image
 from mdvq.models.losses import check_finite, multi_resolution_spectral_loss, reconstruction_terms
 from mdvq.models.optim import PartialOptimizers, configure_optimization
