@@ -362,6 +362,7 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
     assert set(built) == {
         "model_checkpoint",
         "reconstruction_metrics",
+        "realism",
         "codebook_monitor",
         "spectrogram_grid",
         "last_checkpoint",

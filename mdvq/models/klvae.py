@@ -20,7 +20,12 @@ import torch
 from diffusers import AutoencoderKL
 from lightning.pytorch import LightningModule
 
-from mdvq.models.autoencoder import AutoencoderSteps, network_args
+from mdvq.models.autoencoder import (
+    AutoencoderSteps,
+    hparams_ignore,
+    loss_config,
+    network_args,
+)
 from mdvq.models.config_checks import as_tuple, check_autoencoder_config, downsampling_factor
 
 
@@ -31,7 +36,9 @@ class KLVAEModule(AutoencoderSteps, LightningModule):
     ``max(image_size)``, ``scaling_factor`` to 1.0 until :meth:`estimate_scaling_factor`).
     The default has the same number of levels as the VQ-VAE default, hence the same
     downsampling (64x64 -> 16x16). Training arguments as in ``VQVAEModule`` plus
-    ``kl_weight`` (see the module docstring for the KL normalisation).
+    ``kl_weight`` (see the module docstring for the KL normalisation) and ``loss`` (the
+    ``model/loss`` group: None is the plain objective, a mapping of
+    :class:`~mdvq.models.adversarial.AdversarialOptions` the adversarial one).
     Attributes: ``model`` (the ``AutoencoderKL``), ``model_kind = "klvae"``.
     """
 
@@ -61,6 +68,7 @@ class KLVAEModule(AutoencoderSteps, LightningModule):
         recon_loss: str = "l1",
         spectral_weight: float = 0.0,
         spectral_eps: float = 1e-2,
+        loss: dict | None = None,
         optimizer=None,
         scheduler=None,
         image_size: tuple[int, int] = (64, 64),
@@ -84,7 +92,8 @@ class KLVAEModule(AutoencoderSteps, LightningModule):
             spectral_weight=spectral_weight,
             kl_weight=kl_weight,
         )
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        loss = loss_config(loss)  # model/loss: None (plain) or the checked adversarial options
+        self.save_hyperparameters(ignore=hparams_ignore(loss))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.model = AutoencoderKL(
@@ -100,6 +109,7 @@ class KLVAEModule(AutoencoderSteps, LightningModule):
             use_post_quant_conv=use_post_quant_conv,
             mid_block_add_attention=mid_block_add_attention,
         )
+        self.init_adversary(loss, in_channels, image_size)  # model/loss=adversarial: the discriminator
 
     # ----------------------------------------------------------------------------- network
     def latent_shape(self, image_size: tuple[int, int]) -> tuple[int, int, int]:

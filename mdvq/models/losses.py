@@ -2,6 +2,9 @@
 
 - :func:`reconstruction_terms`: pixel loss (L1 or L2 on model-space images in [-1, 1]) and the
   optional spectral term (L1 between log-magnitudes of the 2-D FFT of the [0, 1] images).
+- :func:`multi_resolution_spectral_loss`: L1 between log-magnitudes of windowed local 2-D FFTs at
+  several window sizes (the multi-resolution STFT loss of the EnCodec/DAC audio codecs, on 2-D
+  patches), an option of the adversarial objective (:mod:`mdvq.models.adversarial`).
 - :func:`check_finite`: turns a NaN/inf loss into a ``FloatingPointError`` naming the step and
   the loss component.
 
@@ -51,6 +54,44 @@ def spectral_loss(recon01: torch.Tensor, target01: torch.Tensor, eps: float) -> 
     averages away. Units: natural-log magnitude; returns a scalar.
     """
     return F.l1_loss(log_spectrum(recon01, eps), log_spectrum(target01, eps))
+
+
+def local_log_spectra(image01: torch.Tensor, window: int, eps: float) -> torch.Tensor:
+    """Log-magnitudes of the Hann-windowed orthonormal 2-D real FFT of every ``window x window``
+    patch (hop ``window // 2``) of ``(B, C, F, T)`` images in [0, 1].
+
+    Returns ``(B * C * P, window, window // 2 + 1)`` float32 (``P`` patches per channel) holding
+    ``log(sqrt(|X|^2 + eps^2))``; computed in float32 even under autocast.
+    """
+    b, c, f, t = image01.shape
+    hop = max(1, window // 2)
+    x = image01.float().reshape(b * c, 1, f, t)
+    patches = F.unfold(x, kernel_size=window, stride=hop)  # (B*C, w*w, P)
+    patches = patches.transpose(1, 2).reshape(-1, window, window)
+    hann = torch.hann_window(window, periodic=False, dtype=torch.float32, device=x.device)
+    spec = torch.fft.rfft2(patches * (hann[:, None] * hann[None, :]), norm="ortho")
+    return 0.5 * torch.log(spec.real.square() + spec.imag.square() + eps * eps)
+
+
+def multi_resolution_spectral_loss(
+    recon01: torch.Tensor, target01: torch.Tensor, windows: tuple[int, ...], eps: float
+) -> torch.Tensor:
+    """Mean over ``windows`` (pixels; those larger than the image are skipped) of the mean L1
+    distance between :func:`local_log_spectra` of two ``(B, C, F, T)`` [0, 1] images.
+
+    The 2-D analogue of the multi-resolution log-magnitude STFT losses of audio codecs (EnCodec,
+    DAC): small windows compare the local texture (speckle grain), large ones the ridges.
+    Units: natural-log magnitude; returns a scalar.
+    """
+    size = min(recon01.shape[-2:])
+    used = [w for w in windows if w <= size]
+    if not used:
+        raise ValueError(f"model.loss.multires_windows={list(windows)}: every window is larger "
+                         f"than the image ({tuple(recon01.shape[-2:])})")
+    return sum(
+        F.l1_loss(local_log_spectra(recon01, w, eps), local_log_spectra(target01, w, eps))
+        for w in used
+    ) / len(used)
 
 
 def reconstruction_terms(

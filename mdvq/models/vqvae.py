@@ -29,7 +29,12 @@ import torch
 from diffusers import VQModel
 from lightning.pytorch import LightningModule
 
-from mdvq.models.autoencoder import AutoencoderSteps, network_args
+from mdvq.models.autoencoder import (
+    AutoencoderSteps,
+    hparams_ignore,
+    loss_config,
+    network_args,
+)
 from mdvq.models.codebook import (
     RECOMMENDED,
     CodebookOptions,
@@ -57,6 +62,9 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
         recon_loss: ``"l1"`` or ``"l2"`` on [-1, 1] images.
         spectral_weight: weight of the L1 distance between log-magnitudes of the 2-D FFT of the
             [0, 1] images (0 disables it); ``spectral_eps`` is its magnitude floor.
+        loss: the ``model/loss`` group: None is the plain objective above, a mapping of
+            :class:`~mdvq.models.adversarial.AdversarialOptions` adds a PatchGAN discriminator
+            (``model/loss=adversarial``, docs/adversarial.md).
         optimizer: ``functools.partial`` awaiting the parameters (``None``: AdamW, lr 1e-3,
             weight decay 0). scheduler: ``functools.partial`` awaiting ``optimizer=`` (stepped
             every optimiser step; ``num_training_steps`` is filled in when left unset) or None.
@@ -93,6 +101,7 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
         recon_loss: str = "l1",
         spectral_weight: float = 0.0,
         spectral_eps: float = 1e-2,
+        loss: dict | None = None,
         optimizer=None,
         scheduler=None,
         image_size: tuple[int, int] = (64, 64),
@@ -121,7 +130,8 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
             vq_embed_dim=vq_embed_dim,
             norm_type=norm_type,
         )
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        loss = loss_config(loss)  # model/loss: None (plain) or the checked adversarial options
+        self.save_hyperparameters(ignore=hparams_ignore(loss))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.model = VQModel(
@@ -148,6 +158,7 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
             )
             # diffusers' own quantiser is bypassed: no gradients (DDP would flag them unused)
             self.model.quantize.requires_grad_(False)
+        self.init_adversary(loss, in_channels, image_size)  # model/loss=adversarial: the discriminator
 
     # ----------------------------------------------------------------------------- network
     @property
