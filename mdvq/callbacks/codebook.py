@@ -267,13 +267,14 @@ class CodebookMonitor(Callback):
         per_map = float(self.map_entropy[stage].compute())  # summed over ranks
         self.map_entropy[stage].reset()
         usage, ppl, dead = codebook_usage(counts), perplexity(counts), self._dead_codes()
+        entropy = token_entropy(counts)
         selections = int(counts.sum())
         usage_max = max_usage(selections, len(counts))
         log_epoch_value(pl_module, f"{stage}/codebook_usage", usage)
         log_epoch_value(pl_module, f"{stage}/codebook_selections", selections)
         log_epoch_value(pl_module, f"{stage}/codebook_usage_max", usage_max)
         log_epoch_value(pl_module, f"{stage}/perplexity", ppl)
-        log_epoch_value(pl_module, f"{stage}/token_entropy", token_entropy(counts))
+        log_epoch_value(pl_module, f"{stage}/token_entropy", entropy)
         log_epoch_value(pl_module, f"{stage}/token_entropy_per_map", per_map)
         if usage_max < 1.0 and not trainer.sanity_checking and trainer.is_global_zero:
             log.warning(
@@ -287,7 +288,8 @@ class CodebookMonitor(Callback):
             title = (
                 f"{stage_label(stage, epoch)}: usage {usage:.1%} of K={len(counts)} "
                 f"({selections} selections, max {usage_max:.0%}), "
-                f"perplexity {ppl:.1f}" + ("" if dead is None else f", dead {dead}")
+                f"perplexity {ppl:.1f}, token entropy {entropy:.2f} nats"
+                + ("" if dead is None else f", dead {dead}")
             )
             fig = code_use_figure(counts.cpu().numpy(), title)
             path = figure_path(self._dir, "codebook", stage, epoch)
