@@ -65,6 +65,25 @@ def test_fsq_is_the_nearest_grid_point_in_the_scaled_space(levels):
     assert idx.unique().numel() > 0.5 * math.prod(levels)  # many cells exercised, ends included
 
 
+def test_clamp_gradient_changes_gradients_only():
+    z = torch.tensor([[0.3, 0.1], [3.0, -0.9], [-4.0, 5.0]]).t()[None, :, None, :].contiguous()
+    codes, grads = [], []
+    for on in (False, True):
+        q = FSQQuantizer(2, [3, 4], clamp_gradient=on).train()
+        zz = z.clone().requires_grad_(True)
+        z_q, idx, _, _ = q(zz)
+        z_q.sum().backward()
+        codes.append((z_q.detach(), idx))
+        grads.append(zz.grad[0, :, 0].t())
+    assert torch.equal(codes[0][1], codes[1][1]) and torch.equal(codes[0][0], codes[1][0])
+    # inside the clamp the straight-through gradient is a / w either way; beyond it only with the option
+    assert grads[0][0].tolist() == pytest.approx([1.001, 1.5015 / 2])
+    assert grads[0][1, 0] == 0 and grads[0][2].tolist() == [0, 0]
+    torch.testing.assert_close(grads[1], torch.tensor([[1.001, 0.75075]] * 3))
+    with pytest.raises(ValueError, match=r"model\.codebook\.clamp_gradient is for FSQ only"):
+        CodebookOptions.from_mapping({"clamp_gradient": True})
+
+
 # --------------------------------------------------------------------------- export round trip
 @pytest.mark.parametrize("levels, vq_embed_dim", [([5, 5, 5], 3), ([8, 5, 5], 4)],
                          ids=["no-projection", "projection-even-level"])

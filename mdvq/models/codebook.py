@@ -82,6 +82,7 @@ class CodebookOptions:
     lookup_dim: int | None = None  # project to this dimension for the lookup (None = code dim)
     levels: tuple[int, ...] | None = None  # FSQ levels per dimension (None = a learned codebook)
     num_codes: int | None = None  # FSQ only: prod(levels), stated for model.num_vq_embeddings
+    clamp_gradient: bool = False  # FSQ only: straight-through gradient through the hard clamp
 
     @property
     def is_fsq(self) -> bool:
@@ -137,6 +138,9 @@ class CodebookOptions:
         if self.lookup_dim is not None and int(self.lookup_dim) < 1:
             raise ValueError(f"model.codebook.lookup_dim must be >= 1 or null, got {self.lookup_dim}")
         if self.levels is None:
+            if self.clamp_gradient:
+                raise ValueError("model.codebook.clamp_gradient is for FSQ only (set "
+                                 "model.codebook.levels)")
             if self.num_codes is not None:
                 raise ValueError("model.codebook.num_codes is for FSQ only (set "
                                  "model.codebook.levels, or model.num_vq_embeddings for K)")
@@ -454,17 +458,25 @@ class FSQQuantizer(nn.Module):
 
     ``forward`` returns ``(z_q, indices, loss, terms)`` as :class:`CodebookQuantizer`: no
     codebook or commitment loss (zeros), straight-through gradients in training, the exact
-    grid codes (projected back) at inference.
+    grid codes (projected back) at inference. The hard clamp passes no gradient to latents
+    beyond it; ``clamp_gradient=True`` passes it straight through in training (the codes, and
+    so the export, are unchanged).
     """
 
-    def __init__(self, dim: int, levels) -> None:
+    def __init__(self, dim: int, levels, clamp_gradient: bool = False) -> None:
         super().__init__()
         self.levels = check_levels(levels)
+        self.clamp_gradient = bool(clamp_gradient)
         self.dim = int(dim)
         self.lookup_dim = len(self.levels)
         self.fsq = FSQ(list(self.levels), dim=self.dim, bound_hard_clamp=True)
         self.num_codes = int(self.fsq.codebook_size)
         lv = torch.tensor(self.levels, dtype=torch.float32)
+        shift = torch.where(lv % 2 == 0, 0.5, 0.0) / ((lv - 1) * (1 + 1e-3) / 2)  # FSQ's o / a
+        # the clamp's range for z (inside FSQ: clamp(z + shift, -1, 1)), pulled in by 1e-6 so that
+        # FSQ's own clamp passes the gradient; rounding gives the same end values
+        self.register_buffer("clamp_lo", -1 - shift + 1e-6, persistent=False)
+        self.register_buffer("clamp_hi", 1 - shift - 1e-6, persistent=False)
         # scale of the lookup coordinate u = z * a / w (module docstring)
         self.register_buffer("lookup_scale", (lv - 1) * (1 + 1e-3) / 2 / (lv // 2),
                              persistent=False)
@@ -495,6 +507,8 @@ class FSQQuantizer(nn.Module):
         """Quantise ``z`` ``(B, dim, h, w)``; see the class docstring for the outputs."""
         with torch.autocast(device_type=z.device.type, enabled=False):
             u = self._project_in(z.float()).permute(0, 2, 3, 1)  # (B, h, w, d)
+            if self.training and self.clamp_gradient:  # clamp first, gradient straight through
+                u = u + (torch.minimum(torch.maximum(u, self.clamp_lo), self.clamp_hi) - u).detach()
             codes = self.fsq.quantize(u)  # FSQ's bound + straight-through rounding
             idx = self.fsq.codes_to_indices(codes).long()  # (B, h, w)
             if not self.training:  # bit-exact grid codes (what an export decodes)
