@@ -37,7 +37,8 @@ Euclidean lookup selects the same codes (for unit-norm codes it is the cosine lo
 ``levels`` (``conf/model/codebook/fsq*.yaml``) switches to finite scalar quantisation instead
 (:class:`FSQQuantizer`, Mentzer et al. 2023, https://arxiv.org/abs/2309.15505): no codebook is
 learned, each of ``len(levels)`` dimensions is rounded to one of ``levels[i]`` values, and the
-``prod(levels)`` codes are all used by construction. It runs vector-quantize-pytorch's ``FSQ``
+``prod(levels)`` codes all exist by construction (how many the encoder uses is measured, as
+for any codebook: docs/fsq.md). It runs vector-quantize-pytorch's ``FSQ``
 with ``bound_hard_clamp=True``: there the rounding is the Euclidean nearest point of a grid
 (odd and even levels alike; docs/fsq.md), so it folds exactly into a ``VQModel`` whose codebook
 is the materialised grid.
@@ -186,7 +187,7 @@ def check_levels(levels, key: str = "model.codebook.levels") -> tuple[int, ...]:
             raise ValueError(f"{key} must hold integers, got {v!r} in {levels}")
     levels = [int(v) for v in levels]
     if min(levels) < 3:
-        raise ValueError(f"{key} must all be >= 3 (got {levels}): a level below 2 holds one "
+        raise ValueError(f"{key} must all be >= 3 (got {levels}): a level of 1 holds one "
                          "value, and 2 needs FSQ's symmetric mode, which mdvq does not export")
     k = math.prod(levels)
     if k > MAX_FSQ_CODES:
