@@ -1,4 +1,5 @@
-"""`CodebookMonitor`: codebook usage, perplexity and dead codes of a VQ model (docs/metrics.md)."""
+"""`CodebookMonitor`: codebook usage, perplexity, token entropy and dead codes of a VQ model
+(docs/metrics.md, docs/fsq.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback
 from matplotlib.figure import Figure
+from torch import Tensor
+from torchmetrics import Metric
 
 from mdvq.callbacks.reporting import log_epoch_value
 from mdvq.callbacks.wandb_review import log_wandb_histogram
@@ -53,6 +56,60 @@ def code_use_figure(counts: np.ndarray, title: str) -> Figure:
     return fig
 
 
+def token_entropy(counts: Tensor) -> float:
+    """Token entropy in nats per position: `H(p) = -sum p log p` of the code frequencies
+    `p = counts / counts.sum()` pooled over every position of every code map (natural log).
+
+    The definition of "token entropy" in `experiments/phase2/README.md` (5.73 nats at K=512),
+    computed there by `experiments/routes/decoder_floor.py` (`entropy` of the histogram of all
+    code maps); `log(perplexity)`. `log K` for uniform use, 0 for a collapse. ValueError when
+    nothing was counted.
+    """
+    total = counts.sum()
+    if int(total) <= 0:
+        raise ValueError("token entropy of an empty count (no code selected)")
+    p = counts[counts > 0].double() / total.double()
+    return float(-(p * p.log()).sum())
+
+
+def map_entropies(indices: Tensor, num_codes: int) -> Tensor:
+    """Entropy in nats of each code map's own histogram: `(B, h, w)` integer codes -> `(B,)`
+    float64 (`experiments/routes/decoder_floor.py`'s "per-map entropy": the codes one
+    spectrogram uses, a lower figure than the pooled `token_entropy` when maps differ)."""
+    if indices.dim() < 2:
+        raise ValueError(f"expected code maps (B, h, w), got shape {tuple(indices.shape)}")
+    flat = indices.reshape(indices.shape[0], -1).long()
+    counts = torch.zeros(flat.shape[0], num_codes, dtype=torch.float64, device=flat.device)
+    counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
+    p = counts / flat.shape[1]
+    return -(p * p.clamp_min(1e-300).log()).sum(1)
+
+
+class MapEntropy(Metric):
+    """Mean per-map entropy (nats, :func:`map_entropies`) over an evaluation pass, summed over
+    all DDP ranks before the mean is taken."""
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    def __init__(self, num_codes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_codes = int(num_codes)
+        self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("maps", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, indices: Tensor) -> None:
+        """Add the maps of one batch of code maps `(B, h, w)`."""
+        h = map_entropies(indices, self.num_codes)
+        self.total += h.sum().to(self.total.device)
+        self.maps += h.numel()
+
+    def compute(self) -> Tensor:
+        """Mean entropy per map in nats (float64 scalar)."""
+        return self.total / self.maps.clamp_min(1)
+
+
 def max_usage(selections: int, num_codes: int) -> float:
     """The highest codebook usage `selections` code selections can show: `min(1, selections / K)`.
 
@@ -65,7 +122,13 @@ def max_usage(selections: int, num_codes: int) -> float:
 
 
 class CodebookMonitor(Callback):
-    """Logs `{stage}/codebook_usage`, `{stage}/perplexity` and `{stage}/dead_codes` of a VQ model.
+    """Logs `{stage}/codebook_usage`, `{stage}/perplexity`, `{stage}/token_entropy`,
+    `{stage}/token_entropy_per_map` and `{stage}/dead_codes` of a VQ model (any quantiser:
+    learned codebooks and FSQ alike, under the same keys).
+
+    Token entropy is in nats per position, pooled over all maps (:func:`token_entropy`, the
+    definition of `experiments/phase2/README.md`); the per-map figure is the mean entropy of
+    each map's own histogram (:func:`map_entropies`).
 
     With each usage figure it states what the figure rests on: `{stage}/codebook_selections`
     (code selections counted in the pass, all batches and ranks: examples x h x w) and
@@ -107,6 +170,7 @@ class CodebookMonitor(Callback):
         self.num_codes = num_codes
         self.tracker: DeadCodeTracker | None = None
         self.counts: dict[str, CodeCounts] = {}
+        self.map_entropy: dict[str, MapEntropy] = {}
         self._pending_state: dict | None = None
         self._dir: Path | None = None
 
@@ -121,6 +185,7 @@ class CodebookMonitor(Callback):
         if self.tracker is None or self.tracker.num_codes != num_codes:
             self.tracker = DeadCodeTracker(num_codes)
             self.counts = {s: CodeCounts(num_codes) for s in STAGES}
+            self.map_entropy = {s: MapEntropy(num_codes) for s in STAGES}
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self.load_state_dict(state)
@@ -165,10 +230,10 @@ class CodebookMonitor(Callback):
         indices = _indices(outputs)
         if self.tracker is None or indices is None:
             return
-        metric = self.counts[stage]
-        if metric.device != indices.device:
-            metric.to(indices.device)
-        metric.update(indices)
+        for metric in (self.counts[stage], self.map_entropy[stage]):
+            if metric.device != indices.device:
+                metric.to(indices.device)
+            metric.update(indices)
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
@@ -199,13 +264,18 @@ class CodebookMonitor(Callback):
             return
         counts = metric.compute()  # summed over ranks
         metric.reset()
+        per_map = float(self.map_entropy[stage].compute())  # summed over ranks
+        self.map_entropy[stage].reset()
         usage, ppl, dead = codebook_usage(counts), perplexity(counts), self._dead_codes()
+        entropy = token_entropy(counts)
         selections = int(counts.sum())
         usage_max = max_usage(selections, len(counts))
         log_epoch_value(pl_module, f"{stage}/codebook_usage", usage)
         log_epoch_value(pl_module, f"{stage}/codebook_selections", selections)
         log_epoch_value(pl_module, f"{stage}/codebook_usage_max", usage_max)
         log_epoch_value(pl_module, f"{stage}/perplexity", ppl)
+        log_epoch_value(pl_module, f"{stage}/token_entropy", entropy)
+        log_epoch_value(pl_module, f"{stage}/token_entropy_per_map", per_map)
         if usage_max < 1.0 and not trainer.sanity_checking and trainer.is_global_zero:
             log.warning(
                 "%s codebook usage %.3f rests on %d code selections for K=%d codes: at most "
@@ -218,7 +288,8 @@ class CodebookMonitor(Callback):
             title = (
                 f"{stage_label(stage, epoch)}: usage {usage:.1%} of K={len(counts)} "
                 f"({selections} selections, max {usage_max:.0%}), "
-                f"perplexity {ppl:.1f}" + ("" if dead is None else f", dead {dead}")
+                f"perplexity {ppl:.1f}, token entropy {entropy:.2f} nats"
+                + ("" if dead is None else f", dead {dead}")
             )
             fig = code_use_figure(counts.cpu().numpy(), title)
             path = figure_path(self._dir, "codebook", stage, epoch)

@@ -33,6 +33,15 @@ codebook gets DDP-averaged gradients. The whole quantiser folds into a plain dif
 ``VQModel`` (:func:`fold_into_vqmodel`): projections merge into ``quant_conv`` /
 ``post_quant_conv`` and the (normalised) codebook becomes the diffusers codebook, whose
 Euclidean lookup selects the same codes (for unit-norm codes it is the cosine lookup).
+
+``levels`` (``conf/model/codebook/fsq*.yaml``) switches to finite scalar quantisation instead
+(:class:`FSQQuantizer`, Mentzer et al. 2023, https://arxiv.org/abs/2309.15505): no codebook is
+learned, each of ``len(levels)`` dimensions is rounded to one of ``levels[i]`` values, and the
+``prod(levels)`` codes all exist by construction (how many the encoder uses is measured, as
+for any codebook: docs/fsq.md). It runs vector-quantize-pytorch's ``FSQ``
+with ``bound_hard_clamp=True``: there the rounding is the Euclidean nearest point of a grid
+(odd and even levels alike; docs/fsq.md), so it folds exactly into a ``VQModel`` whose codebook
+is the materialised grid.
 """
 
 from __future__ import annotations
@@ -40,10 +49,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch import distributed as dist
+from vector_quantize_pytorch import FSQ
 from vector_quantize_pytorch.vector_quantize_pytorch import (
     kmeans,
     sample_vectors_distributed,
@@ -68,12 +81,21 @@ class CodebookOptions:
     ema_eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
     cosine: bool = False  # l2-normalised lookup
     lookup_dim: int | None = None  # project to this dimension for the lookup (None = code dim)
+    levels: tuple[int, ...] | None = None  # FSQ levels per dimension (None = a learned codebook)
+    num_codes: int | None = None  # FSQ only: prod(levels), stated for model.num_vq_embeddings
+    clamp_gradient: bool = False  # FSQ only: straight-through gradient through the hard clamp
+
+    @property
+    def is_fsq(self) -> bool:
+        """True when ``levels`` selects finite scalar quantisation (:class:`FSQQuantizer`)."""
+        return self.levels is not None
 
     @property
     def is_plain(self) -> bool:
         """True when no switch is on (diffusers' quantiser is used unchanged)."""
         return not (
-            self.kmeans_init
+            self.is_fsq
+            or self.kmeans_init
             or self.restart_after_steps
             or self.ema_decay is not None
             or self.cosine
@@ -94,7 +116,10 @@ class CodebookOptions:
             raise ValueError(
                 f"model.codebook has unknown key(s) {unknown}; valid keys: {sorted(known)}"
             )
-        opts = cls(**{k: options[k] for k in options})
+        values = {k: options[k] for k in options}
+        if values.get("levels") is not None:
+            values["levels"] = check_levels(values["levels"])
+        opts = cls(**values)
         opts.check()
         return opts
 
@@ -113,10 +138,62 @@ class CodebookOptions:
             raise ValueError(f"model.codebook.ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
         if self.lookup_dim is not None and int(self.lookup_dim) < 1:
             raise ValueError(f"model.codebook.lookup_dim must be >= 1 or null, got {self.lookup_dim}")
+        if self.levels is None:
+            if self.clamp_gradient:
+                raise ValueError("model.codebook.clamp_gradient is for FSQ only (set "
+                                 "model.codebook.levels)")
+            if self.num_codes is not None:
+                raise ValueError("model.codebook.num_codes is for FSQ only (set "
+                                 "model.codebook.levels, or model.num_vq_embeddings for K)")
+            return
+        levels = check_levels(self.levels)
+        others = [k for k, on in (
+            ("kmeans_init", self.kmeans_init), ("restart_after_steps", self.restart_after_steps),
+            ("ema_decay", self.ema_decay is not None), ("cosine", self.cosine),
+            ("lookup_dim", self.lookup_dim is not None)) if on]
+        if others:
+            raise ValueError(
+                f"model.codebook.levels (FSQ) has no learned codebook: model.codebook.{others[0]} "
+                "cannot be combined with it (switch it off or set model.codebook.levels: null)")
+        k = math.prod(levels)
+        if self.num_codes is not None and int(self.num_codes) != k:
+            raise ValueError(f"model.codebook.num_codes is {self.num_codes} but "
+                             f"model.codebook.levels {list(levels)} make {k} codes")
 
     def as_dict(self) -> dict:
         """Plain dict (for hyperparameters and summaries)."""
         return asdict(self)
+
+
+MAX_FSQ_CODES = 65536
+"""Largest FSQ codebook ``prod(levels)`` accepted: the exported ``VQModel`` materialises the grid
+and its lookup computes an ``(N, K)`` distance matrix (FSQ paper's largest: 2**16)."""
+
+
+def check_levels(levels, key: str = "model.codebook.levels") -> tuple[int, ...]:
+    """FSQ ``levels`` as a tuple of ints, or ValueError naming ``key``: a non-empty list of
+    integers >= 3 (a level of 2 needs FSQ's symmetric mode, not supported) whose product (the
+    number of codes K) is at most :data:`MAX_FSQ_CODES`."""
+    if isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
+        raise ValueError(f"{key} must be a list of integers >= 3, e.g. [8, 5, 5, 5]; got {levels!r}")
+    levels = list(levels)
+    if not levels:
+        raise ValueError(f"{key} must not be empty: give one level count per dimension, "
+                         "e.g. [8, 5, 5, 5] (1000 codes)")
+    for v in levels:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            if isinstance(v, float) and v.is_integer():
+                continue
+            raise ValueError(f"{key} must hold integers, got {v!r} in {levels}")
+    levels = [int(v) for v in levels]
+    if min(levels) < 3:
+        raise ValueError(f"{key} must all be >= 3 (got {levels}): a level of 1 holds one "
+                         "value, and 2 needs FSQ's symmetric mode, which mdvq does not export")
+    k = math.prod(levels)
+    if k > MAX_FSQ_CODES:
+        raise ValueError(f"{key} {levels} make {k} codes, more than the {MAX_FSQ_CODES} an "
+                         "exported VQModel codebook holds here: use fewer or smaller levels")
+    return tuple(levels)
 
 
 PLAIN = CodebookOptions()
@@ -365,9 +442,105 @@ class CodebookQuantizer(nn.Module):
         return (qc_w, qc_b), (pq_w, pq_b), self.codebook().detach().clone()
 
 
-def fold_into_vqmodel(model, quantizer: CodebookQuantizer):
+class FSQQuantizer(nn.Module):
+    """Finite scalar quantisation of ``(B, dim, h, w)`` latents onto ``prod(levels)`` codes:
+    vector-quantize-pytorch's ``FSQ(levels, dim, bound_hard_clamp=True)`` (its projections,
+    bound, straight-through rounding and index convention; its ``forward`` is not called
+    because mdvq keeps the ``(B, C, h, w)`` layout).
+
+    Per lookup dimension i (``len(levels)`` of them, reached by FSQ's learned linear projection
+    when ``dim != len(levels)``): ``c_i = round(clamp(z_i + o_i/a_i, -1, 1) * a_i - o_i) / w_i``
+    with ``a_i = (L_i - 1)(1 + 1e-3)/2``, ``w_i = L_i // 2``, offset ``o_i = 0.5`` for even
+    ``L_i`` (else 0). In the scaled coordinate ``u_i = z_i * a_i / w_i`` that is the nearest of
+    the grid values ``k / w_i``, ``k = -(L_i // 2) .. (L_i - 1) // 2`` (the clamp is the nearest
+    end value): a Euclidean nearest-neighbour lookup on the materialised grid, which is how
+    :meth:`folded` exports it. Index ``sum_i k_i' * prod(L_<i)`` with ``k_i' = k_i + w_i``
+    (FSQ's own convention).
+
+    ``forward`` returns ``(z_q, indices, loss, terms)`` as :class:`CodebookQuantizer`: no
+    codebook or commitment loss (zeros), straight-through gradients in training, the exact
+    grid codes (projected back) at inference. The hard clamp passes no gradient to latents
+    beyond it; ``clamp_gradient=True`` passes it straight through in training (the codes, and
+    so the export, are unchanged).
+    """
+
+    def __init__(self, dim: int, levels, clamp_gradient: bool = False) -> None:
+        super().__init__()
+        self.levels = check_levels(levels)
+        self.clamp_gradient = bool(clamp_gradient)
+        self.dim = int(dim)
+        self.lookup_dim = len(self.levels)
+        self.fsq = FSQ(list(self.levels), dim=self.dim, bound_hard_clamp=True)
+        self.num_codes = int(self.fsq.codebook_size)
+        lv = torch.tensor(self.levels, dtype=torch.float32)
+        shift = torch.where(lv % 2 == 0, 0.5, 0.0) / ((lv - 1) * (1 + 1e-3) / 2)  # FSQ's o / a
+        # the clamp's range for z (inside FSQ: clamp(z + shift, -1, 1)), pulled in by 1e-6 so that
+        # FSQ's own clamp passes the gradient; rounding gives the same end values
+        self.register_buffer("clamp_lo", -1 - shift + 1e-6, persistent=False)
+        self.register_buffer("clamp_hi", 1 - shift - 1e-6, persistent=False)
+        # scale of the lookup coordinate u = z * a / w (module docstring)
+        self.register_buffer("lookup_scale", (lv - 1) * (1 + 1e-3) / 2 / (lv // 2),
+                             persistent=False)
+
+    def grid(self) -> Tensor:
+        """The materialised codebook ``(K, len(levels))`` float32: row i is the FSQ code of
+        index i, values in [-1, 1]."""
+        return self.fsq.implicit_codebook.float()
+
+    def _project_in(self, z: Tensor) -> Tensor:
+        """Latents ``(B, dim, h, w)`` -> FSQ inputs ``(B, len(levels), h, w)``."""
+        if not self.fsq.has_projections:
+            return z
+        return self.fsq.project_in(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def _project_out(self, c: Tensor) -> Tensor:
+        """Codes ``(B, len(levels), h, w)`` -> latents ``(B, dim, h, w)``."""
+        if not self.fsq.has_projections:
+            return c
+        return self.fsq.project_out(c.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def codes_to_latents(self, indices: Tensor) -> Tensor:
+        """Code indices ``(B, h, w)`` -> latents ``(B, dim, h, w)`` for the decoder."""
+        codes = self.grid()[indices]  # (B, h, w, d); contiguous as diffusers' get_codebook_entry
+        return self._project_out(codes.permute(0, 3, 1, 2).contiguous())
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """Quantise ``z`` ``(B, dim, h, w)``; see the class docstring for the outputs."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            u = self._project_in(z.float()).permute(0, 2, 3, 1)  # (B, h, w, d)
+            if self.training and self.clamp_gradient:  # clamp first, gradient straight through
+                u = u + (torch.minimum(torch.maximum(u, self.clamp_lo), self.clamp_hi) - u).detach()
+            codes = self.fsq.quantize(u)  # FSQ's bound + straight-through rounding
+            idx = self.fsq.codes_to_indices(codes).long()  # (B, h, w)
+            if not self.training:  # bit-exact grid codes (what an export decodes)
+                codes = self.grid()[idx]
+            z_q = self._project_out(codes.permute(0, 3, 1, 2).contiguous())
+        zero = torch.zeros((), device=z.device)
+        return z_q, idx, zero, {"codebook_loss": zero, "commit_loss": zero}
+
+    @torch.no_grad()
+    def folded(self, quant_conv: nn.Conv2d, post_quant_conv: nn.Conv2d):
+        """``(quant_conv', post_quant_conv', codebook)`` for a diffusers ``VQModel`` with
+        ``vq_embed_dim = len(levels)`` whose Euclidean lookup reproduces this quantiser:
+        ``quant_conv' = diag(a / w) o project_in o quant_conv``, ``post_quant_conv' =
+        post_quant_conv o project_out`` and ``codebook = grid()`` (class docstring). Without
+        projections the decoder path is bit-identical to the module's."""
+        qc_w, qc_b = quant_conv.weight[:, :, 0, 0], quant_conv.bias
+        pq_w, pq_b = post_quant_conv.weight[:, :, 0, 0], post_quant_conv.bias
+        if self.fsq.has_projections:
+            pin, pout = self.fsq.project_in, self.fsq.project_out
+            pin_b = pin.bias if pin.bias is not None else torch.zeros(pin.out_features)
+            pout_b = pout.bias if pout.bias is not None else torch.zeros(pout.out_features)
+            qc_w, qc_b = pin.weight @ qc_w, pin.weight @ qc_b + pin_b
+            pq_w, pq_b = pq_w @ pout.weight, pq_w @ pout_b + pq_b
+        s = self.lookup_scale.to(qc_w)
+        qc_w, qc_b = s[:, None] * qc_w, s * qc_b
+        return (qc_w, qc_b), (pq_w, pq_b), self.grid().clone()
+
+
+def fold_into_vqmodel(model, quantizer: CodebookQuantizer | FSQQuantizer):
     """A new diffusers ``VQModel`` (eval mode) that encodes, quantises and decodes exactly like
-    ``model`` with ``quantizer`` in place of its own quantiser (see :meth:`folded`)."""
+    ``model`` with ``quantizer`` in place of its own quantiser (see the quantisers' ``folded``)."""
     from diffusers import VQModel
 
     config = dict(model.config)

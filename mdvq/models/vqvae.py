@@ -18,11 +18,14 @@ Codebook health (k-means init, dead-code restart, EMA, cosine and low-dimensiona
 switched on through ``codebook`` (:class:`mdvq.models.codebook.CodebookOptions`); then a
 :class:`~mdvq.models.codebook.CodebookQuantizer` replaces diffusers' quantiser in training and
 is folded back into a plain ``VQModel`` for export (:meth:`VQVAEModule.to_diffusers`).
+``codebook.levels`` selects finite scalar quantisation instead
+(:class:`~mdvq.models.codebook.FSQQuantizer`, docs/fsq.md), exported the same way.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import torch
@@ -39,6 +42,7 @@ from mdvq.models.codebook import (
     RECOMMENDED,
     CodebookOptions,
     CodebookQuantizer,
+    FSQQuantizer,
     fold_into_vqmodel,
 )
 from mdvq.models.config_checks import as_tuple, check_autoencoder_config, downsampling_factor
@@ -119,6 +123,11 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
             RECOMMENDED if codebook is None else CodebookOptions.from_mapping(codebook)
         )
         codebook = codebook_options.as_dict()
+        if codebook_options.is_fsq and int(num_vq_embeddings) != math.prod(codebook_options.levels):
+            raise ValueError(
+                f"model.num_vq_embeddings is {num_vq_embeddings} but model.codebook.levels "
+                f"{list(codebook_options.levels)} make {math.prod(codebook_options.levels)} codes: "
+                "set them equal (conf/model/codebook/fsq*.yaml state it as num_codes)")
         net = network_args(locals())  # checked below and passed to diffusers
         check_autoencoder_config(
             **net,
@@ -151,8 +160,12 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
         self.num_codes = int(num_vq_embeddings)
         self.code_dim = int(vq_embed_dim)
         self.codebook_options = codebook_options
-        self.codebook_quantizer: CodebookQuantizer | None = None
-        if not codebook_options.is_plain:
+        self.codebook_quantizer: CodebookQuantizer | FSQQuantizer | None = None
+        if codebook_options.is_fsq:  # finite scalar quantisation (docs/fsq.md)
+            self.codebook_quantizer = FSQQuantizer(
+                self.code_dim, codebook_options.levels, codebook_options.clamp_gradient)
+            self.model.quantize.requires_grad_(False)
+        elif not codebook_options.is_plain:
             self.codebook_quantizer = CodebookQuantizer(
                 self.code_dim, self.num_codes, commitment_cost, codebook_options
             )
