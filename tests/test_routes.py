@@ -95,6 +95,16 @@ def test_routes_trains_samples_evaluates_and_tabulates_both_routes(finished):
     assert kl_row["test_psnr_db"] == pytest.approx(kl["metrics"]["test/psnr"])
     assert vq_row["codebook_usage"] == pytest.approx(vq["metrics"]["test/codebook_usage"])
     assert kl_row["codebook_usage"] is None
+    # the tokens' entropy (VQ rows only), the discrete prior's masked-token accuracy, and the
+    # judge-free physical fidelity of the samples
+    assert vq_row["token_entropy"] == pytest.approx(vq["metrics"]["test/token_entropy"])
+    assert kl_row["token_entropy"] is None and kl_row["masked_accuracy"] is None
+    vqd = json.loads((out / "vqdiffusion" / "summary.json").read_text())
+    assert vq_row["masked_accuracy"] == pytest.approx(vqd["metrics"]["test/masked_acc"])
+    for row in on_disk["rows"]:
+        judged = json.loads((out / f"eval_{row['route']}" / "metrics.json").read_text())
+        assert row["physics_pass_rate"] == judged["metrics"]["physics_pass_rate"]
+        assert row["physics_median_ratio"] == judged["metrics"]["physics_median_ratio"]
     for row in on_disk["rows"]:
         assert 0 <= row["conditional_accuracy"] <= 1 and row["samples_per_second"] > 0
         judged = json.loads((out / f"eval_{row['route']}" / "metrics.json").read_text())
@@ -469,6 +479,8 @@ def test_the_masked_token_row_trains_its_prior_on_the_vqvae(finished):
     assert prior["status"] == "finished" and prior["config"]["model"]["vqvae"] == str(out / "vqvae")
     assert 0 <= table["rows"][1]["conditional_accuracy"] <= 1
     assert table["rows"][1]["prior_family"] == "discrete"
+    masked = json.loads((out / "maskedtokens" / "summary.json").read_text())["metrics"]
+    assert table["rows"][1]["masked_accuracy"] == masked["test/masked_accuracy"]
     again = routes(cfg, overrides=common(tmp, cache))
     assert all(s["reused"] for s in again["stages"].values())
 

@@ -20,6 +20,7 @@ from mdvq.callbacks.budget import budget_like
 from mdvq.core.compose import compose_config
 from mdvq.core.summary import RunSummary, find_runs, free_name
 from mdvq.evaluation.decision import decide_runs, format_decision, write_decision
+from mdvq.evaluation.physical_fidelity import route_summary as physics_summary
 from mdvq.runs.training import RESUME_FILE, train
 from mdvq.utils.metric_keys import TEST_ACC, TEST_CODEBOOK_USAGE, TEST_PSNR, TEST_SSIM
 from mdvq.utils.tables import markdown_table
@@ -533,6 +534,15 @@ def _top_vote(evaluation: dict) -> float | None:
     return max(shares.values()) if shares else None
 
 
+def _masked_accuracy(metrics: dict) -> float | None:
+    """A discrete prior's test accuracy at masked tokens ([0, 1]: the masked-token prior's
+    `test/masked_accuracy`, VQ-Diffusion's `test/masked_acc`); None for continuous priors."""
+    for key in ("test/masked_accuracy", "test/masked_acc"):
+        if metrics.get(key) is not None:
+            return metrics[key]
+    return None
+
+
 def _min_steps(stage: dict) -> int | None:
     """The `callbacks.training_budget.min_steps` a stage was configured with (None: none)."""
     budget = ((stage.get("config") or {}).get("callbacks") or {}).get("training_budget") or {}
@@ -571,6 +581,9 @@ def routes_table(out_dir: Path, stages: dict[str, dict], generation: dict,
             "tstr_acc": gen.get("tstr_acc"),
             "trtr_acc": gen.get("trtr_acc"),
             "tstr_trtr_ratio": gen.get("tstr_trtr_ratio"),
+            **physics_summary(gen),
+            "token_entropy": ae.get("test/token_entropy") if row.latent == "vq" else None,
+            "masked_accuracy": _masked_accuracy(stages[row.prior].get("metrics") or {}),
             "samples_per_second": sampled["samples_per_second"],
             "sampling_steps": sampled["steps"],
             "guidance": sampled["guidance"],
@@ -764,6 +777,7 @@ RECONSTRUCTION_COLUMNS = [
     ("route", "route", None), ("latent + prior", "label", None),
     ("autoencoder", "autoencoder", None), ("test PSNR [dB]", "test_psnr_db", 2),
     ("SSIM", "test_ssim", 3), ("usage", "codebook_usage", 3),
+    ("token entropy [nats]", "token_entropy", 2),
     ("AE params", "autoencoder_parameters", None), ("AE steps", "autoencoder_steps", None),
     ("AE wall [s]", "autoencoder_wall_s", 0)]
 GENERATION_COLUMNS = [
@@ -772,6 +786,8 @@ GENERATION_COLUMNS = [
     ("FD", "fd_samples_test", 2),
     ("FD floor", "fd_floor", 2), ("FD/floor", "fd_ratio_to_floor", 1), ("TSTR", "tstr_acc", 3),
     ("TRTR", "trtr_acc", 3), ("TSTR/TRTR", "tstr_trtr_ratio", 2),
+    ("physics ratio", "physics_median_ratio", 2), ("physics pass", "physics_pass_rate", 2),
+    ("masked acc.", "masked_accuracy", 3),
     ("samples/s", "samples_per_second", 2), ("steps", "sampling_steps", None),
     ("prior params", "prior_parameters", None), ("prior steps", "prior_steps", None),
     ("prior wall [s]", "prior_wall_s", 0)]

@@ -307,9 +307,13 @@ ROUTE_HEADERS = {
     "prior_parameters": "prior params", "autoencoder_wall_s": "autoencoder wall [s]",
     "prior_wall_s": "prior wall [s]", "autoencoder_steps": "autoencoder optimiser steps",
     "prior_steps": "prior optimiser steps",
+    "physics_median_ratio": "physics: median W1 ratio to floor",
+    "physics_pass_rate": "physics: sifting pass rate",
+    "token_entropy": "token entropy [nats]", "masked_accuracy": "masked-token acc.",
 }
 _RECONSTRUCTION = ("route", "label", "autoencoder", "prior", "sampling_options", "test_psnr_db",
-                   "test_ssim", "codebook_usage", "autoencoder_parameters", "autoencoder_steps",
+                   "test_ssim", "codebook_usage", "token_entropy", "autoencoder_parameters",
+                   "autoencoder_steps",
                    "autoencoder_wall_s")
 #: row keys the label already says (kept in routes.json for the factor paragraph, not shown)
 _NOT_SHOWN = ("latent", "prior_family")
