@@ -213,7 +213,7 @@ def apply_sampling_options(module, row: RouteRow) -> dict:
 
 
 #: config keys that do not change what a stage trains (where it writes, what it logs, how)
-_VOLATILE = ("paths", "hydra", "ckpt_path", "task_name", "callbacks", "logger")
+_VOLATILE = ("paths", "hydra", "ckpt_path", "task_name", "callbacks", "logger", "physics")
 
 
 class StageFailed(RuntimeError):
