@@ -172,3 +172,14 @@ def interrupted_stage(tmp: Path, cache: Path, extra: list[str]) -> tuple[int, st
     status, err, _ = sigterm_after_first_checkpoint(
         overrides + [f"paths.output_dir={stage}", "task=fit"], stage)
     return status, err, stage, overrides
+
+
+#: experiment=routes / experiment=augment end to end: 2 classes x 10 simulated examples at
+#: 16x16 (10 subjects doing both), and one short epoch per stage
+TWO_CLASSES = [
+    "data=radar", "data.image_size=[16,16]", "data.datamodule.source.classes=[walking,falling]",
+    "data.datamodule.source.num_per_class=10", "data.datamodule.source.num_subjects=10",
+    "data.datamodule.source.progress=false", "data.datamodule.batch_size=8",
+]
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "trainer.limit_test_batches=1"]

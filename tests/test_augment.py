@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, TINY_TRAINER, InMemorySource, compose_cfg, make_set
+from conftest import (
+    SHORT,
+    TINY_MODEL,
+    TINY_TRAINER,
+    TWO_CLASSES,
+    InMemorySource,
+    compose_cfg,
+    make_set,
+)
 
 from mdvq.data.augmentation import ClassicalAugment, shift
 from mdvq.data.datamodule import SpectrogramDataModule
@@ -171,13 +179,6 @@ def test_training_loader_applies_the_transform_per_example_and_only_when_given()
 
 
 # -------------------------------------------------------------------------- end to end
-TWO_CLASSES = [  # 2 classes x 10 simulated examples at 16x16, 10 subjects doing both
-    "data=radar", "data.image_size=[16,16]", "data.datamodule.source.classes=[walking,falling]",
-    "data.datamodule.source.num_per_class=10", "data.datamodule.source.num_subjects=10",
-    "data.datamodule.source.progress=false", "data.datamodule.batch_size=8",
-]
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=1"]
 STAGES = {
     "klvae": [*TINY_MODEL, "~callbacks.spectrogram_grid"],
     "latentdiffusion": ["model.block_out_channels=[16,32]",

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL, TINY_TRAINER, TINY_VQ, compose_cfg
+from conftest import SHORT, TINY_MODEL, TINY_TRAINER, TINY_VQ, TWO_CLASSES, compose_cfg
 
 from mdvq.decide import main as decide_main
 from mdvq.runs.experiments import (
@@ -23,13 +23,6 @@ from mdvq.runs.experiments import (
     write_real_examples,
 )
 
-TWO_CLASSES = [  # 2 classes x 10 simulated examples at 16x16
-    "data=radar", "data.image_size=[16,16]", "data.datamodule.source.classes=[walking,falling]",
-    "data.datamodule.source.num_per_class=10", "data.datamodule.source.num_subjects=10",
-    "data.datamodule.source.progress=false", "data.datamodule.batch_size=8",
-]
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=1"]
 STAGES = {
     "klvae": [*TINY_MODEL, "~callbacks.spectrogram_grid"],
     "vqvae": [*TINY_MODEL, *TINY_VQ, "~callbacks.spectrogram_grid"],
