@@ -10,7 +10,10 @@ FD(real train, real test), in the in-domain classifier's feature units
 (:mod:`mdvq.evaluation.frechet`, the features ``python -m mdvq.evaluate`` uses), and the
 classifier's accuracy on the reconstructions. For VQ-VAEs it also prints the code statistics
 the prior models: marginal token entropy (nats), its perplexity, and the mean entropy of
-the code histogram within one map (nats).
+the code histogram within one map (nats). The speckle column is the judge-free texture figure
+the realism callback logs during training (`mdvq.callbacks.realism.speckle_distance`: per-class
+W1 between the local-std distributions of real and reconstructed training images, [0,1] units;
+0 = the same texture).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import numpy as np
 import torch
 
+from mdvq.callbacks.realism import class_histograms, speckle_distance
 from mdvq.evaluation.accuracy import predict
 from mdvq.evaluation.classifier_run import load_classifier_run
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
@@ -72,8 +76,12 @@ def main() -> None:
     floor = frechet_distance(extractor, to01(test), to01(train))
     print(f"real floor FD(train {len(train)}, test {len(test)}) = {floor:.3f}\n")
     print("| autoencoder | FD(recon train, test) | / real floor | classifier acc on recon "
-          "| token entropy [nats] | token perplexity | codes used | per-map entropy [nats] |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| speckle W1 | token entropy [nats] | token perplexity | codes used "
+          "| per-map entropy [nats] |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    classes = int(labels.max()) + 1
+    label_t = torch.as_tensor(labels)
+    real_hist = class_histograms(to01(train), label_t, classes, window=3, bins=500)
     for item in args.autoencoders:
         kind, _, path = item.partition("=")
         if kind not in ("kl", "vq") or not path:
@@ -81,6 +89,7 @@ def main() -> None:
         recon, codes = reconstruct(kind, path, train.float())
         fd = frechet_distance(extractor, to01(test), recon)
         acc = float((predict(model, recon) == labels).mean())
+        speckle = speckle_distance(real_hist, class_histograms(recon, label_t, classes, 3, 500))
         tokens = "| n/a | n/a | n/a | n/a"
         if codes is not None:
             flat = codes.flatten().numpy()
@@ -88,7 +97,8 @@ def main() -> None:
             h = entropy(hist)
             per_map = np.mean([entropy(np.bincount(m.flatten().numpy())) for m in codes])
             tokens = f"| {h:.2f} | {np.exp(h):.0f} | {int((hist > 0).sum())} | {per_map:.2f}"
-        print(f"| {kind} `{path}` | {fd:.3f} | {fd / floor:.2f} | {acc:.3f} {tokens} |",
+        print(f"| {kind} `{path}` | {fd:.3f} | {fd / floor:.2f} | {acc:.3f} | {speckle:.4f} "
+              f"{tokens} |",
               flush=True)
 
 
