@@ -389,7 +389,11 @@ def test_callback_configs_compose_and_instantiate(tmp_path):
 
 
 @pytest.mark.slow  # several processes (DDP on CPU): `make test-slow` (CI runs it)
-def test_ddp_two_processes_report_the_same_figures_as_one(tmp_path):
+def test_ddp_two_processes_report_the_same_figures_as_one(tmp_path, monkeypatch):
+    # the spawned ranks inherit the environment: a global seed an earlier test set with
+    # seed_everything (PL_GLOBAL_SEED) would change which items each rank sees last
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)
     monitor = CodebookMonitor(dead_code_window=1, log_histogram=False)
     trainer = trainer_for(
         tmp_path,
