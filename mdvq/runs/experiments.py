@@ -375,12 +375,12 @@ def _json_stage(name: str, path: Path, inputs: dict, make) -> dict:
         except ValueError:
             done = {}
         if done.get("inputs") == inputs:
-            log.info("routes: stage %s reused (%s)", name, path)
+            log.info("stage %s reused (%s)", name, path)
             return {**done, "reused": True}
     try:
         result = {"inputs": inputs, **make()}
     except Exception as err:
-        raise StageFailed(f"routes: stage {name!r} failed ({type(err).__name__}: {err}); "
+        raise StageFailed(f"stage {name!r} failed ({type(err).__name__}: {err}); "
                           "the finished stages are kept") from err
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str))
