@@ -164,11 +164,7 @@ class MaskedTokenModule(ConditionalPrior, LightningModule):
     # same split, class count and image size checked against this model's config.
     wrap_datamodule = VQDiffusionModule.wrap_datamodule
     decode = VQDiffusionModule.decode
-
-    def setup(self, stage: str) -> None:
-        """Take class names and axes from the trainer's datamodule; refuse callbacks that
-        monitor a metric this module never logs (e.g. the phase-1 ``val/psnr``)."""
-        self.take_data_info()
+    setup = VQDiffusionModule.setup
 
     # ----------------------------------------------------------------------------- network
     def forward(self, x_t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
