@@ -443,8 +443,8 @@ def test_multi_resolution_spectral_loss():
 
 
 # ------------------------------------------------------------------ the objective works
-def _speckle_after(adversarial: bool, steps: int = 150) -> float:
-    L.seed_everything(0)
+def _speckle_after(adversarial: bool, steps: int = 150, seed: int = 0) -> float:
+    L.seed_everything(seed)
     loss = ({"name": "adversarial", "disc_weight": 1.0, "disc_lr": 1e-3, "disc_layers": 2}
             if adversarial else None)
     m = KLVAEModule(**{**TINY, "image_size": (16, 16)}, latent_channels=2, loss=loss)
@@ -461,8 +461,13 @@ def _speckle_after(adversarial: bool, steps: int = 150) -> float:
 
 @pytest.mark.slow
 def test_adversarial_run_moves_speckle_towards_real_data():
-    plain, adversarial = _speckle_after(False), _speckle_after(True)
-    assert adversarial < 0.75 * plain, (plain, adversarial)
+    # One seed of a 150-step GAN is noisy (measured ratios adversarial/plain 0.48-0.98 over
+    # seeds 0-4, and the same seed differs between 1 and 2 CPU threads); the mean over three
+    # seeds measured 0.65 (1 thread) and 0.68 (2 threads).
+    seeds = (0, 1, 2)
+    plain = sum(_speckle_after(False, seed=s) for s in seeds) / len(seeds)
+    adversarial = sum(_speckle_after(True, seed=s) for s in seeds) / len(seeds)
+    assert adversarial < 0.85 * plain, (plain, adversarial)
 
 
 @pytest.mark.slow
