@@ -6,6 +6,7 @@ stage, an unknown name refused; the shared prior budget; the real examples besid
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -235,8 +236,10 @@ def test_routes_reuse_refuses_a_run_of_another_config_naming_both_fingerprints(f
     cfg = compose_cfg(routes_overrides(tmp_path, cache) + [
         f"routes.reuse.klvae={tmp / 'routes' / 'klvae'}", f"routes.reuse.vqvae={other}"])
     with pytest.raises(ValueError, match=r"routes\.reuse\.vqvae=.*fingerprint '[0-9a-f]{16}' "
-                                         r"differs from the vqvae stage's '[0-9a-f]{16}'"):
+                                         r"differs from the vqvae stage's '[0-9a-f]{16}'") as err:
         routes(cfg, overrides=common(tmp_path, cache))
+    # the message names the one key that differs, with both values (and nothing else)
+    assert re.search(r"stage vs run: model\.lr: \S+ vs 123\.0\)$", str(err.value)), err.value
 
 
 def test_routes_reuse_auto_finds_a_finished_run_of_the_same_config_and_data(finished, tmp_path):
@@ -490,3 +493,16 @@ def test_fingerprint_counts_a_null_option_as_absent_but_not_a_set_one():
     assert config_fingerprint(old) == config_fingerprint(added_null)
     assert config_fingerprint(old) != config_fingerprint(added_set)
     assert config_fingerprint(old) != config_fingerprint({**old, "data": {"root": "y"}})
+
+
+def test_fingerprint_ignores_the_progress_bar_but_not_the_training_length():
+    """A run trained with the progress bar off is reusable by a stage that has it on (seen for
+    real: `routes.reuse.klvae` refused such a run); max_epochs still counts."""
+    from mdvq.runs.experiments import config_fingerprint
+
+    base = {"model": {"lr": 1e-3}, "trainer": {"max_epochs": 8, "enable_progress_bar": True}}
+    quiet = {**base, "trainer": {"max_epochs": 8, "enable_progress_bar": False,
+                                 "enable_model_summary": False}}
+    longer = {**base, "trainer": {"max_epochs": 9, "enable_progress_bar": True}}
+    assert config_fingerprint(base) == config_fingerprint(quiet)
+    assert config_fingerprint(base) != config_fingerprint(longer)

@@ -224,20 +224,47 @@ class StageFailed(RuntimeError):
 #: it had a step budget is trained again, not reused)
 _TRAINING_LENGTH = ("training_budget",)
 
+#: Trainer settings that change what a run prints, not what it trains: not in the fingerprint
+#: (a run trained with the progress bar off is reusable by a stage that has it on)
+_COSMETIC_TRAINER = ("enable_progress_bar", "enable_model_summary")
+
 
 def config_fingerprint(config: dict) -> str:
     """A hash of a resolved config without where its outputs go (`paths`, ...): two runs with
     the same fingerprint trained the same model on the same data for the same length (the
-    callbacks of `_TRAINING_LENGTH` count, the other callbacks do not). Keys set to null count
-    as absent (`_without_nulls`): adding an option with a null default keeps earlier runs reusable."""
+    callbacks of `_TRAINING_LENGTH` count, the other callbacks and the trainer's printing settings
+    `_COSMETIC_TRAINER` do not). Keys set to null count as absent (`_without_nulls`): adding an
+    option with a null default keeps earlier runs reusable."""
     import hashlib
     import json
 
+    kept = _fingerprinted(config)
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fingerprinted(config: dict) -> dict:
+    """The part of a resolved config that `config_fingerprint` hashes."""
     kept = {k: v for k, v in config.items() if k not in _VOLATILE}
+    if isinstance(kept.get("trainer"), dict):
+        kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _COSMETIC_TRAINER}
     callbacks = config.get("callbacks") or {}
     kept["training_length"] = {k: callbacks.get(k) for k in _TRAINING_LENGTH if k in callbacks}
-    kept = _without_nulls(kept)
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _without_nulls(kept)
+
+
+def config_differences(ours: dict, theirs: dict, limit: int = 6) -> str:
+    """The fingerprinted keys where two resolved configs differ, as 'key: ours vs theirs' items
+    joined by '; ' (at most `limit`, then how many more), for messages that refuse a run."""
+    def flat(node, prefix=""):
+        if isinstance(node, dict) and node:
+            return {k: v for key, sub in node.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    a, b = flat(_fingerprinted(ours)), flat(_fingerprinted(theirs))
+    diff = [f"{k}: {a.get(k, '<absent>')} vs {b.get(k, '<absent>')}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    more = f"; and {len(diff) - limit} more" if len(diff) > limit else ""
+    return "; ".join(diff[:limit]) + more
 
 
 def _without_nulls(node):
@@ -359,8 +386,12 @@ def reuse_stage(name: str, run: str | Path | None, overrides: list[str], out_dir
                          f"data key {data_key!r} (another data set or split)")
     theirs = _moved_fingerprint(done.config)
     if theirs != fingerprint:
+        ours_cfg = _resolved(cfg)
+        ours_cfg = _portable(ours_cfg, (ours_cfg.get("paths") or {}).get("output_dir"))
+        their_cfg = _portable(done.config, (done.config.get("paths") or {}).get("output_dir"))
         raise ValueError(f"{key}={run}: its config fingerprint {theirs!r} differs from the "
-                         f"{name} stage's {fingerprint!r} (another model or training config)")
+                         f"{name} stage's {fingerprint!r} (another model or training config; "
+                         f"stage vs run: {config_differences(ours_cfg, their_cfg)})")
     log.info("stage %s: reusing %s (%s)", name, run_dir, key)
     return {**done.data, "reused": True, "run_dir": str(run_dir.resolve())}
 
