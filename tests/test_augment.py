@@ -228,6 +228,9 @@ def test_augment_end_to_end_sees_only_its_fraction_and_reuses_stages(tmp_path, m
             assert d["mean"] == pytest.approx(np.mean([accs[s] - reals[s] for s in accs]))
             assert d["half"] is not None and d["low"] <= d["mean"] <= d["high"]
     assert "| 0.5 | synth_1x |" in (out / "augment.md").read_text()
+    for res in on_disk["fractions"].values():  # every part of the wall time was recorded
+        assert res["classifier_wall_time_s"] > 0 and res["sampling_wall_time_s"] > 0
+    assert "Wall time [s]" in (out / "augment.md").read_text()
     for stage in out.glob("k*/*/seed*/stage.json"):  # every arm: the same optimiser steps
         assert json.loads(stage.read_text())["steps"] == 4, stage
     assert len(list(out.glob("k*/*/seed*/stage.json"))) == 8  # 2 fractions x 2 arms x 2 seeds
@@ -329,3 +332,18 @@ def test_augment_on_the_vq_route(tmp_path):
             "real_train_count"], name
     meta = json.loads((out / "samples" / "meta.json").read_text())
     assert meta["prior_kind"] == "vqdiffusion"
+
+
+def test_wall_time_rows_add_up_and_show_unknown_parts():
+    from mdvq.runs.augment import wall_time_rows
+
+    table = {"fractions": {
+        "k0.1": {"stages": {"klvae": {"wall_time_s": 100.0}, "latentdiffusion": {"wall_time_s": 50.0}},
+                 "sampling_wall_time_s": 10.0, "classifier_wall_time_s": 40.0},
+        "k1": {"stages": {}, "sampling_wall_time_s": None, "classifier_wall_time_s": 60.0}}}
+    rows = wall_time_rows(table)
+    assert rows[0] == ["k0.1", "150", "10", "40", "200"]
+    assert rows[1] == ["k1", "0", "0", "60", "60"]  # real/classical arms only: no generator
+    assert rows[2][0] == "all" and rows[2][-1] == "260 (4 min)"
+    table["fractions"]["k0.1"]["stages"]["klvae"]["wall_time_s"] = None  # made before it was recorded
+    assert wall_time_rows(table)[0][1] == "-" and wall_time_rows(table)[2][-1] == "-"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from functools import partial
 from pathlib import Path
 
@@ -200,6 +201,9 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                               "reused": s.get("reused"), "trained_steps": s.get("trained_steps"),
                               "wall_time_s": s.get("wall_time_s")} for name, s in stages.items()},
             "samples_per_second": (drawn or {}).get("samples_per_second"),
+            "sampling_wall_time_s": (drawn or {}).get("wall_time_s"),
+            "classifier_wall_time_s": _total(r.get("wall_time_s") for arm in per_arm.values()
+                                             for r in arm.values()),
             "arms": per_arm,
         }
     table = augment_table(results, arms, seeds, settings.route, base.data_key)
@@ -213,24 +217,28 @@ def _draw_samples(prior_dir: Path, samples_dir: Path, n_per_class: int, sampling
     from mdvq.core.samples import write_samples
     from mdvq.runs.prior_sampling import load_prior, sample_prior
 
+    start = time.perf_counter()
     module, _ = load_prior(prior_dir, device)
     n_per_class = int(n_per_class)
     images, labels, meta = sample_prior(module, n_per_class, sampling["steps"],
                                         sampling["guidance"], sampling["seed"],
                                         sampling["batch_size"])
     write_samples(samples_dir, images, labels, {**meta, "prior": prior_dir.name})
-    return {"samples_per_second": meta["samples_per_second"], "count": len(labels)}
+    return {"samples_per_second": meta["samples_per_second"], "count": len(labels),
+            "wall_time_s": round(time.perf_counter() - start, 1)}
 
 
 def _fit_arm(arm: str, seed: int, run_dir: Path, x_real: np.ndarray, y_real: np.ndarray,
              samples_dir: Path, ccfg: DictConfig, real, trainer_overrides: dict,
              classical: dict, device: str) -> dict:
     """Train and test one arm's classifier with `seed` (config `ccfg`, the real datamodule
-    `real`); returns its real test accuracy (`acc`), `val_acc`, `train_count` and `steps`."""
+    `real`); returns its real test accuracy (`acc`), `val_acc`, `train_count`, `steps` and
+    `wall_time_s` (training and testing, seconds)."""
     from mdvq.core.samples import load_samples
     from mdvq.data.augmentation import ClassicalAugment
     from mdvq.evaluation.tstr import train_on_synthetic
 
+    start = time.perf_counter()
     images, labels = arm_training_set(arm, x_real, y_real,
                                       load_samples(samples_dir) if SYNTHETIC_RATIO[arm] else None)
     transform = ClassicalAugment(**classical, fill=-1.0) if arm == "classical" else None
@@ -238,7 +246,8 @@ def _fit_arm(arm: str, seed: int, run_dir: Path, x_real: np.ndarray, y_real: np.
                                 OmegaConf.create(_plain(ccfg.trainer)), images, labels, real,
                                 run_dir, seed=seed, trainer_overrides=trainer_overrides,
                                 device=device, train_transform=transform)
-    return {key: result[key] for key in ("acc", "val_acc", "train_count", "steps")}
+    return {**{key: result[key] for key in ("acc", "val_acc", "train_count", "steps")},
+            "wall_time_s": round(time.perf_counter() - start, 1)}
 
 
 def arm_training_set(arm: str, x_real: np.ndarray, y_real: np.ndarray, samples=None):
@@ -289,6 +298,29 @@ def augment_table(results: dict, arms: list[str], seeds: list[int], route: str,
                           for name, res in results.items()}}
 
 
+def _total(values) -> float | None:
+    """The sum of wall times [s], or None when any is unknown (a stage made before they were
+    recorded)."""
+    values = list(values)
+    return None if any(v is None for v in values) else round(sum(values), 1)
+
+
+def wall_time_rows(table: dict) -> list[list[str]]:
+    """Per fraction the wall time [s] of its generator stages (as trained, also when reused
+    now), its sampling and its classifiers, and the total; '-' where one is unknown."""
+    rows, totals = [], []
+    for name, res in table["fractions"].items():
+        gen = _total(s.get("wall_time_s") for s in res.get("stages", {}).values())
+        parts = [gen, res.get("sampling_wall_time_s") if res.get("stages") else 0.0,
+                 res.get("classifier_wall_time_s")]
+        total = _total(parts)
+        totals.append(total)
+        rows.append([name] + [_f(v, 0) for v in parts] + [_f(total, 0)])
+    grand = _total(totals)
+    rows.append(["all", "", "", "", _f(grand, 0) + ("" if grand is None else f" ({grand / 60:.0f} min)")])
+    return rows
+
+
 def _f(value, digits=3, sign=False) -> str:
     if value is None:
         return "-"
@@ -316,7 +348,10 @@ def augment_markdown(table: dict) -> str:
              ("How to read it: `diff vs real` is the mean over seeds of (arm - real-only) test "
               "accuracy for the same seed; the interval is the 95 % Student-t interval of that "
               "mean (over the seeds). An interval that excludes 0 says the arm helps (or hurts) "
-              "at that k; `classical` is the bar synthetic data must clear.")]
+              "at that k; `classical` is the bar synthetic data must clear."), "",
+             "Wall time [s] (stages reused by this call count with the time they took):", "",
+             markdown_table(["k", "generator stages", "sampling", "classifiers", "total"],
+                            wall_time_rows(table))]
     return "\n".join(lines) + "\n"
 
 
