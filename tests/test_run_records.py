@@ -184,7 +184,8 @@ def test_resuming_a_moved_and_a_copied_run_gives_the_uninterrupted_result(tmp_pa
         assert Path(full["checkpoints"]["best"]).name == Path(run.data["checkpoints"]["best"]).name
 
 
-def test_an_interrupted_stage_resumes_and_another_config_is_moved_aside(tmp_path, data_cache):
+def test_an_interrupted_stage_resumes_and_another_config_is_moved_aside(tmp_path, data_cache,
+                                                                       caplog):
     """SIGTERM inside a stage, then the stage again: it resumes from its last.ckpt (one set of
     checkpoints, the CSV log continues); a stage of another config is moved aside, not lost."""
     status, err, stage, overrides = interrupted_stage(tmp_path, data_cache, SHORT)
@@ -198,9 +199,16 @@ def test_an_interrupted_stage_resumes_and_another_config_is_moved_aside(tmp_path
     assert min(int(r["epoch"]) for r in rows if r.get("epoch")) >= 1, "continues, not epoch 0"
     assert len(list((stage / "checkpoints").glob("epoch_*.ckpt"))) == 1, "one best checkpoint"
     assert train_stage("vqvae", overrides, stage)["reused"] is True
-    # another config: the finished stage is moved aside, not overwritten or refused
+    # a finished stage copied to another folder (a renamed or copied comparison) is reused there
+    copied = tmp_path / "elsewhere" / "vqvae"
+    shutil.copytree(stage, copied)
+    assert train_stage("vqvae", overrides, copied)["reused"] is True
+    # another config: the finished stage is moved aside, not overwritten or refused, and the
+    # log says which key differs
     other = [o.replace("trainer.max_epochs=12", "trainer.max_epochs=1") for o in overrides]
-    assert train_stage("vqvae", other, stage)["status"] == "finished"
+    with caplog.at_level("INFO", logger="mdvq.runs.experiments"):
+        assert train_stage("vqvae", other, stage)["status"] == "finished"
+    assert "of another config (stage vs run: trainer.max_epochs: 1 vs 12)" in caplog.text
     aside = RunSummary.read(tmp_path / "stages" / "vqvae.replaced-1")
     assert aside.finished and aside.metrics == run.metrics
 

@@ -29,7 +29,7 @@ SWING_HZ = (500.0, 300.0, 800.0, 150.0)
 
 def recording(c: int, fs: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
     """One complex recording of class `c` (len `fs * seconds`), sample rate `fs` [Hz]."""
-    t = np.arange(int(round(fs * seconds))) / fs
+    t = np.arange(round(fs * seconds)) / fs
     torso = TORSO_HZ[c] * (1 + 0.05 * rng.normal())
     cadence = CADENCE_HZ[c] * (1 + 0.05 * rng.normal())
     swing = SWING_HZ[c]

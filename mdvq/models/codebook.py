@@ -46,11 +46,10 @@ is the materialised grid.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-
 import math
 import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F

@@ -330,8 +330,12 @@ def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
     cfg = compose_config(overrides + [f"paths.output_dir={out_dir}", "task=fit"])
     if RunSummary.exists(out_dir):
         done = RunSummary.read(out_dir)
-        same = (config_fingerprint(done.config) == config_fingerprint(_resolved(cfg))
-                and done.data_key == _data_key(cfg))
+        ours = _resolved(cfg)
+        # fingerprints with each run's folder masked: a stage folder moved or copied (a routes
+        # folder renamed, a judge copied from another comparison) is still the same run
+        same_config = _moved_fingerprint(done.config) == _moved_fingerprint(ours)
+        same_data = done.data_key == _data_key(cfg)
+        same = same_config and same_data
         if same and done.finished:
             log.info("stage %s reused (%s)", name, out_dir)
             return {**done.data, "reused": True}
@@ -341,10 +345,18 @@ def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
             cfg = compose_config(overrides + [f"paths.output_dir={out_dir}", "task=fit",
                                               "ckpt_path=last"])
         else:
+            if not same_data:
+                why = f"of another data key ({done.data_key!r})"
+            elif not same_config:
+                why = "of another config (stage vs run: " + config_differences(
+                    _portable(ours, (ours.get("paths") or {}).get("output_dir")),
+                    _portable(done.config, (done.config.get("paths") or {}).get("output_dir"))) + ")"
+            else:
+                why = f"{done.status} without {RESUME_FILE} to resume from"
             aside = free_name(out_dir, ".replaced")
             out_dir.rename(aside)
-            log.info("stage %s in %s is %s, or of another config or data key: moved to %s, "
-                     "training it again", name, out_dir, done.status, aside.name)
+            log.info("stage %s in %s is %s: moved to %s, training it again", name, out_dir, why,
+                     aside.name)
     try:
         return {**train(cfg), "reused": False}
     except Exception as err:
