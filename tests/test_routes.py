@@ -83,6 +83,11 @@ def test_routes_trains_samples_evaluates_and_tabulates_both_routes(finished):
         assert summary["status"] == "finished", stage
     kl, vq = (json.loads((out / s / "summary.json").read_text()) for s in ("klvae", "vqvae"))
     assert kl["data_key"] == vq["data_key"] == table["data_key"], "one data set and split"
+    # each prior is tied to the autoencoder run it read: retraining that autoencoder in place
+    # changes the prior's fingerprint, so the prior is not reused on stale latents
+    for prior, ae in (("latentdiffusion", kl), ("vqdiffusion", vq)):
+        config = json.loads((out / prior / "summary.json").read_text())["config"]
+        assert config["upstream"] == {"autoencoder": ae["finished_at"]}, prior
     on_disk = json.loads((out / "routes.json").read_text())
     assert [r["route"] for r in on_disk["rows"]] == ["kl", "vq"]
     kl_row, vq_row = on_disk["rows"]

@@ -31,7 +31,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from mdvq.runs.experiments import _json_stage, config_fingerprint, train_stage, user_overrides
+from mdvq.runs.experiments import (
+    _json_stage,
+    config_fingerprint,
+    train_stage,
+    upstream_override,
+    user_overrides,
+)
 from mdvq.utils.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -153,6 +159,7 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             stages[prior_stage] = train_stage(
                 prior_stage, [*common, *prior_choice,
                               f"model.{ae_key}={(fdir / ae_stage).resolve()}",
+                              upstream_override("autoencoder", stages[ae_stage]),
                               f"model.num_classes={len(classes)}", *subset,
                               *stage_overrides.get(prior_stage, [])], fdir / prior_stage)
         # the classifier's config and the real subset it trains on (val/test: the whole splits)

@@ -316,6 +316,14 @@ def _data_key(cfg: DictConfig) -> str | None:
     return datamodule.data_key
 
 
+def upstream_override(key: str, summary: dict) -> str:
+    """The Hydra override `+upstream.<key>='<finished_at>'` that ties a stage to the run it reads
+    (`summary`: that run's summary data). It is part of the stage's config fingerprint, so a
+    prior whose autoencoder was trained again (same folder, new weights) is not reused."""
+    finished = summary.get("finished_at") or "unknown"
+    return f"+upstream.{key}='{finished}'"
+
+
 def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
     """Train one stage into `out_dir`; returns its summary (with `reused`).
 
@@ -478,6 +486,7 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None,
             continue
         classes = (stages[row.autoencoder].get("data") or {}).get("class_names") or []
         extra = [f"{row.autoencoder_key}={dirs[row.autoencoder]}",
+                 upstream_override("autoencoder", stages[row.autoencoder]),
                  f"model.num_classes={len(classes)}", *row.choose, *budget,
                  *(settings.stage_overrides.get(row.prior) or [])]
         stages[row.prior] = train_stage(row.prior, common + extra, out_dir / row.prior)
