@@ -511,3 +511,26 @@ def test_fingerprint_ignores_the_progress_bar_but_not_the_training_length():
     longer = {**base, "trainer": {"max_epochs": 9, "enable_progress_bar": True}}
     assert config_fingerprint(base) == config_fingerprint(quiet)
     assert config_fingerprint(base) != config_fingerprint(longer)
+
+
+def test_a_copied_experiment_folder_fingerprints_like_the_original():
+    """A prior's config names its sibling autoencoder and the augment subset by absolute path:
+    the same stage in a renamed/copied experiment folder is the same run; an autoencoder
+    outside the experiment folder is another."""
+    from mdvq.runs.experiments import _moved_fingerprint
+
+    def prior(exp: str, autoencoder: str) -> dict:
+        return {"paths": {"output_dir": f"{exp}/k0.1/latentdiffusion"},
+                "trainer": {"default_root_dir": f"{exp}/k0.1/latentdiffusion"},
+                "model": {"autoencoder": autoencoder},
+                "data": {"datamodule": {"train_subset": f"{exp}/k0.1/subset.json"}}}
+
+    a = prior("/runs/augment/a", "/runs/augment/a/k0.1/klvae")
+    copied = prior("/elsewhere/b", "/elsewhere/b/k0.1/klvae")
+    foreign = prior("/elsewhere/b", "/runs/augment/a/k0.1/klvae")
+    assert _moved_fingerprint(a) == _moved_fingerprint(copied)
+    assert _moved_fingerprint(a) != _moved_fingerprint(foreign)
+    # a folder whose name merely starts like the experiment folder is not inside it
+    near = prior("/runs/augment/a", "/runs/augment/a/k0.1/klvae")
+    near["model"]["autoencoder"] = "/runs/augment/a/k0.1-old/klvae"
+    assert _moved_fingerprint(near) != _moved_fingerprint(a)

@@ -284,19 +284,24 @@ def _resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _portable(config: dict, run_dir: str | None) -> dict:
-    """`config` with `run_dir` (its run folder) replaced by `<run>` in every string below it
-    (e.g. `trainer.default_root_dir`), so runs of one config in two folders fingerprint alike."""
+def _portable(config: dict) -> dict:
+    """`config` with the folder that holds its run folder (the experiment folder: a routes or
+    augment run, or the outputs folder of a single run) replaced by `<exp>` in every string at or
+    below it: its own paths (`trainer.default_root_dir`) and its siblings' (a prior's
+    `model.autoencoder`, augment's `train_subset`). Runs of one config in two folders, or a
+    whole experiment folder renamed or copied, fingerprint alike."""
+    run_dir = (config.get("paths") or {}).get("output_dir")
     if not run_dir:
         return config
+    root = str(Path(run_dir).parent)
 
     def swap(node):
         if isinstance(node, dict):
             return {k: swap(v) for k, v in node.items()}
         if isinstance(node, list):
             return [swap(v) for v in node]
-        if isinstance(node, str) and node.startswith(run_dir):
-            return "<run>" + node[len(run_dir):]
+        if isinstance(node, str) and (node == root or node.startswith(root.rstrip("/") + "/")):
+            return "<exp>" + node[len(root):]
         return node
 
     return swap(config)
@@ -304,7 +309,7 @@ def _portable(config: dict, run_dir: str | None) -> dict:
 
 def _moved_fingerprint(config: dict) -> str:
     """The config fingerprint of a run, independent of the folder it was trained in."""
-    return config_fingerprint(_portable(config, (config.get("paths") or {}).get("output_dir")))
+    return config_fingerprint(_portable(config))
 
 
 def _data_key(cfg: DictConfig) -> str | None:
@@ -357,8 +362,7 @@ def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
                 why = f"of another data key ({done.data_key!r})"
             elif not same_config:
                 why = "of another config (stage vs run: " + config_differences(
-                    _portable(ours, (ours.get("paths") or {}).get("output_dir")),
-                    _portable(done.config, (done.config.get("paths") or {}).get("output_dir"))) + ")"
+                    _portable(ours), _portable(done.config)) + ")"
             else:
                 why = f"{done.status} without {RESUME_FILE} to resume from"
             aside = free_name(out_dir, ".replaced")
@@ -406,9 +410,7 @@ def reuse_stage(name: str, run: str | Path | None, overrides: list[str], out_dir
                          f"data key {data_key!r} (another data set or split)")
     theirs = _moved_fingerprint(done.config)
     if theirs != fingerprint:
-        ours_cfg = _resolved(cfg)
-        ours_cfg = _portable(ours_cfg, (ours_cfg.get("paths") or {}).get("output_dir"))
-        their_cfg = _portable(done.config, (done.config.get("paths") or {}).get("output_dir"))
+        ours_cfg, their_cfg = _portable(_resolved(cfg)), _portable(done.config)
         raise ValueError(f"{key}={run}: its config fingerprint {theirs!r} differs from the "
                          f"{name} stage's {fingerprint!r} (another model or training config; "
                          f"stage vs run: {config_differences(ours_cfg, their_cfg)})")
