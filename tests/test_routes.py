@@ -496,6 +496,10 @@ def test_fingerprint_counts_a_null_option_as_absent_but_not_a_set_one():
     added_set = {"model": {"lr": 1e-3, "codebook": {"name": "healthy", "levels": [5, 5, 5]}},
                  "data": {"root": "x", "train_subset": None}}
     assert config_fingerprint(old) == config_fingerprint(added_null)
+    # an empty mapping is absent too (`upstream: {}` was added to every config; runs made
+    # before it stay reusable)
+    assert config_fingerprint(old) == config_fingerprint({**old, "upstream": {}})
+    assert config_fingerprint(old) != config_fingerprint({**old, "upstream": {"autoencoder": "t"}})
     assert config_fingerprint(old) != config_fingerprint(added_set)
     assert config_fingerprint(old) != config_fingerprint({**old, "data": {"root": "y"}})
 

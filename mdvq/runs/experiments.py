@@ -268,11 +268,13 @@ def config_differences(ours: dict, theirs: dict, limit: int = 6) -> str:
 
 
 def _without_nulls(node):
-    """`node` without the mapping entries whose value is None, at every depth: a key set to null
-    (an option at its "off"/"measured" default) fingerprints like an absent key, so a run made
-    before that option existed is still recognised as the same config."""
+    """`node` without the mapping entries whose value is None or an empty mapping, at every
+    depth: a key set to null or `{}` (an option at its "off"/"measured" default) fingerprints like
+    an absent key, so a run made before that option existed is still recognised as the same
+    config."""
     if isinstance(node, dict):
-        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
+        kept = {k: _without_nulls(v) for k, v in node.items() if v is not None}
+        return {k: v for k, v in kept.items() if v != {}}
     if isinstance(node, list):
         return [_without_nulls(v) for v in node]
     return node
