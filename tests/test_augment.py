@@ -231,6 +231,11 @@ def test_augment_end_to_end_sees_only_its_fraction_and_reuses_stages(tmp_path, m
     for res in on_disk["fractions"].values():  # every part of the wall time was recorded
         assert res["classifier_wall_time_s"] > 0 and res["sampling_wall_time_s"] > 0
     assert "Wall time [s]" in (out / "augment.md").read_text()
+    for row in on_disk["rows"]:  # the validation curves behind the under-training flag
+        assert row["seeds_still_learning"] in (0, 1, 2), row
+    arm_run = json.loads((out / "k1" / "real" / "seed0" / "stage.json").read_text())
+    assert [step for step, _ in arm_run["val_curve"]] == sorted(s for s, _ in arm_run["val_curve"])
+    assert arm_run["val_curve"] and all(0 <= acc <= 1 for _, acc in arm_run["val_curve"])
     for stage in out.glob("k*/*/seed*/stage.json"):  # every arm: the same optimiser steps
         assert json.loads(stage.read_text())["steps"] == 4, stage
     assert len(list(out.glob("k*/*/seed*/stage.json"))) == 8  # 2 fractions x 2 arms x 2 seeds
@@ -347,3 +352,12 @@ def test_wall_time_rows_add_up_and_show_unknown_parts():
     assert rows[2][0] == "all" and rows[2][-1] == "260 (4 min)"
     table["fractions"]["k0.1"]["stages"]["klvae"]["wall_time_s"] = None  # made before it was recorded
     assert wall_time_rows(table)[0][1] == "-" and wall_time_rows(table)[2][-1] == "-"
+
+
+def test_still_learning_flags_a_curve_that_rises_at_its_end():
+    from mdvq.runs.augment import still_learning
+
+    assert still_learning([[49, 0.4], [99, 0.6], [149, 0.7]]) is True
+    assert still_learning([[49, 0.4], [99, 0.8], [149, 0.7]]) is False   # peaked before the end
+    assert still_learning([[49, 0.8], [99, 0.8]]) is False               # flat at the end
+    assert still_learning([[49, 0.8]]) is None

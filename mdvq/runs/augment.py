@@ -198,8 +198,11 @@ def augment(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
                 fit = partial(_fit_arm, arm, seed, run_dir, x_real, y_real, samples_dir, ccfg, real,
                               trainer_overrides, classical, str(settings.sampling.device))
-                per_arm[arm][str(seed)] = _json_stage(f"augment {arm} k={k:g} seed={seed}",
-                                                      run_dir / "stage.json", inputs, fit)
+                done = _json_stage(f"augment {arm} k={k:g} seed={seed}",
+                                   run_dir / "stage.json", inputs, fit)
+                if "val_curve" not in done:  # an arm made before curves were recorded
+                    done["val_curve"] = validation_curve(run_dir)
+                per_arm[arm][str(seed)] = done
         results[fraction_name(k)] = {
             "fraction": k, "real_train_count": len(y_real),
             "real_per_class": dict(zip(classes, counts, strict=True)),
@@ -254,7 +257,30 @@ def _fit_arm(arm: str, seed: int, run_dir: Path, x_real: np.ndarray, y_real: np.
                                 run_dir, seed=seed, trainer_overrides=trainer_overrides,
                                 device=device, train_transform=transform)
     return {**{key: result[key] for key in ("acc", "val_acc", "train_count", "steps")},
-            "wall_time_s": round(time.perf_counter() - start, 1)}
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "val_curve": validation_curve(run_dir)}
+
+
+def validation_curve(run_dir: Path) -> list[list[float]]:
+    """`[[step, val/acc], ...]` of a classifier run, from its newest CSV log (empty if none)."""
+    import csv
+
+    logs = sorted((run_dir / "csv").glob("*/metrics.csv"))
+    if not logs:
+        return []
+    with logs[-1].open() as f:
+        return [[int(row["step"]), float(row["val/acc"])] for row in csv.DictReader(f)
+                if row.get("val/acc")]
+
+
+def still_learning(curve: list[list[float]]) -> bool | None:
+    """True when the best validation accuracy of a curve is at its last validation, and above
+    the one before (the classifier was still improving when its steps ran out); None without
+    a curve of at least 2 validations."""
+    if len(curve) < 2:
+        return None
+    accs = [acc for _, acc in curve]
+    return accs[-1] >= max(accs) and accs[-1] > accs[-2]
 
 
 def arm_training_set(arm: str, x_real: np.ndarray, y_real: np.ndarray, samples=None):
@@ -294,7 +320,11 @@ def augment_table(results: dict, arms: list[str], seeds: list[int], route: str,
             stats = t_interval(accs.values())
             diff = (t_interval([accs[s] - real[str(s)]["acc"] for s in seeds])
                     if arm != "real" else None)
+            flags = [still_learning(res["arms"][arm][str(s)].get("val_curve") or [])
+                     for s in seeds]
             rows.append({"fraction": res["fraction"], "arm": arm,
+                         "seeds_still_learning": (None if any(f is None for f in flags)
+                                                  else sum(flags)),
                          "real_train_count": res["real_train_count"],
                          "train_count": res["arms"][arm][str(seeds[0])]["train_count"],
                          "acc_per_seed": {str(s): a for s, a in accs.items()},
@@ -344,9 +374,11 @@ def augment_markdown(table: dict) -> str:
                       str(r["train_count"]), f"{_f(r['acc_mean'])} +- {_f(r['acc_std'])}",
                       "-" if d is None else _f(d["mean"], sign=True),
                       "-" if d is None or d["half"] is None
-                      else f"[{_f(d['low'], sign=True)}, {_f(d['high'], sign=True)}]"])
+                      else f"[{_f(d['low'], sign=True)}, {_f(d['high'], sign=True)}]",
+                      "-" if r.get("seeds_still_learning") is None
+                      else f"{r['seeds_still_learning']}/{len(table['seeds'])}"])
     header = ["k", "arm", "real train", "train set", "test acc (mean +- std)",
-              "diff vs real", "95 % interval"]
+              "diff vs real", "95 % interval", "still learning"]
     lines = [f"# Synthetic data at low real data ({table['route'].upper()} route)", "",
              markdown_table(header, cells), "",
              (f"Seeds {table['seeds']}; data key `{table['data_key']}`. k: the fraction of the "
@@ -356,6 +388,10 @@ def augment_markdown(table: dict) -> str:
               "accuracy for the same seed; the interval is the 95 % Student-t interval of that "
               "mean (over the seeds). An interval that excludes 0 says the arm helps (or hurts) "
               "at that k; `classical` is the bar synthetic data must clear."), "",
+             ("`still learning`: seeds whose real validation accuracy was best at the last "
+              "validation and still rising. Where several are, the arm is under-trained at "
+              "`augment.classifier.steps` and the comparison favours arms that learn faster "
+              "(usually `real`, the smallest and easiest set): raise the steps."), "",
              "Wall time [s] (stages reused by this call count with the time they took):", "",
              markdown_table(["k", "generator stages", "sampling", "classifiers", "total"],
                             wall_time_rows(table))]
