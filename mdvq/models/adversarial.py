@@ -44,7 +44,7 @@ class AdversarialOptions:
 
     name: str = "adversarial"
     gan_loss: str = "hinge"
-    disc_weight: float = 0.5
+    disc_weight: float = 0.1
     disc_start: int = 0
     disc_lr: float = 1e-4
     disc_betas: tuple[float, float] = (0.5, 0.9)
