@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mdvq.evaluation.classifier_run import load_classifier_run
+from mdvq.utils.plotting import save_figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "routes"))
 from decoder_floor import reconstruct, to01
@@ -69,9 +70,7 @@ def main() -> None:
             if c == 0:
                 ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=80)
-    print(args.out)
+    print(save_figure(fig, args.out))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mdvq.utils.plotting import save_figure
+
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.axhspan(0.5, 2.0, color="tab:green", alpha=0.08, label="goal: floor <= 2x")
     for kind, marker, name in (("kl", "o", "KL-VAE"), ("vq", "s", "VQ-VAE")):
@@ -89,9 +91,7 @@ def main() -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(args.out)
+    print(save_figure(fig, args.out))
 
 
 if __name__ == "__main__":
