@@ -534,6 +534,13 @@ def test_a_copied_experiment_folder_fingerprints_like_the_original():
     foreign = prior("/elsewhere/b", "/runs/augment/a/k0.1/klvae")
     assert _moved_fingerprint(a) == _moved_fingerprint(copied)
     assert _moved_fingerprint(a) != _moved_fingerprint(foreign)
+    # a stand-alone run in a folder of another name (routes.reuse of outputs/ae/vq_fsq for the
+    # stage folder routes/vqvae) is the same config too
+    single = {"paths": {"output_dir": "/x/outputs/ae/vq_fsq"},
+              "trainer": {"default_root_dir": "/x/outputs/ae/vq_fsq"}, "model": {"lr": 1}}
+    stage = {"paths": {"output_dir": "/y/routes/vqvae"},
+             "trainer": {"default_root_dir": "/y/routes/vqvae"}, "model": {"lr": 1}}
+    assert _moved_fingerprint(single) == _moved_fingerprint(stage)
     # a folder whose name merely starts like the experiment folder is not inside it
     near = prior("/runs/augment/a", "/runs/augment/a/k0.1/klvae")
     near["model"]["autoencoder"] = "/runs/augment/a/k0.1-old/klvae"

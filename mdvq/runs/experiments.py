@@ -287,11 +287,12 @@ def _resolved(cfg: DictConfig) -> dict:
 
 
 def _portable(config: dict) -> dict:
-    """`config` with the folder that holds its run folder (the experiment folder: a routes or
-    augment run, or the outputs folder of a single run) replaced by `<exp>` in every string at or
-    below it: its own paths (`trainer.default_root_dir`) and its siblings' (a prior's
-    `model.autoencoder`, augment's `train_subset`). Runs of one config in two folders, or a
-    whole experiment folder renamed or copied, fingerprint alike."""
+    """`config` with its run folder replaced by `<run>` (its own paths, e.g.
+    `trainer.default_root_dir`) and the folder that holds it (the experiment folder: a routes or
+    augment run, or the outputs folder of a single run) by `<exp>` (its siblings' paths: a
+    prior's `model.autoencoder`, augment's `train_subset`), in every string. Runs of one config
+    in two folders of any names, or a whole experiment folder renamed or copied, fingerprint
+    alike."""
     run_dir = (config.get("paths") or {}).get("output_dir")
     if not run_dir:
         return config
@@ -302,8 +303,10 @@ def _portable(config: dict) -> dict:
             return {k: swap(v) for k, v in node.items()}
         if isinstance(node, list):
             return [swap(v) for v in node]
-        if isinstance(node, str) and (node == root or node.startswith(root.rstrip("/") + "/")):
-            return "<exp>" + node[len(root):]
+        if isinstance(node, str):
+            for folder, mask in ((run_dir, "<run>"), (root, "<exp>")):  # its own folder first
+                if node == folder or node.startswith(folder.rstrip("/") + "/"):
+                    return mask + node[len(folder):]
         return node
 
     return swap(config)
