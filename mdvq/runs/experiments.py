@@ -253,14 +253,15 @@ def _fingerprinted(config: dict) -> dict:
 
 
 def config_differences(ours: dict, theirs: dict, limit: int = 6) -> str:
-    """The fingerprinted keys where two resolved configs differ, as 'key: ours vs theirs' items
-    joined by '; ' (at most `limit`, then how many more), for messages that refuse a run."""
+    """The fingerprinted keys where two resolved configs differ (each with its folders masked,
+    `_portable`), as 'key: ours vs theirs' items joined by '; ' (at most `limit`, then how many
+    more), for messages that refuse a run."""
     def flat(node, prefix=""):
         if isinstance(node, dict) and node:
             return {k: v for key, sub in node.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
         return {prefix[:-1]: node}
 
-    a, b = flat(_fingerprinted(ours)), flat(_fingerprinted(theirs))
+    a, b = flat(_fingerprinted(_portable(ours))), flat(_fingerprinted(_portable(theirs)))
     diff = [f"{k}: {a.get(k, '<absent>')} vs {b.get(k, '<absent>')}"
             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
     more = f"; and {len(diff) - limit} more" if len(diff) > limit else ""
@@ -366,8 +367,7 @@ def train_stage(name: str, overrides: list[str], out_dir: Path) -> dict:
             if not same_data:
                 why = f"of another data key ({done.data_key!r})"
             elif not same_config:
-                why = "of another config (stage vs run: " + config_differences(
-                    _portable(ours), _portable(done.config)) + ")"
+                why = f"of another config (stage vs run: {config_differences(ours, done.config)})"
             else:
                 why = f"{done.status} without {RESUME_FILE} to resume from"
             aside = free_name(out_dir, ".replaced")
@@ -415,10 +415,9 @@ def reuse_stage(name: str, run: str | Path | None, overrides: list[str], out_dir
                          f"data key {data_key!r} (another data set or split)")
     theirs = _moved_fingerprint(done.config)
     if theirs != fingerprint:
-        ours_cfg, their_cfg = _portable(_resolved(cfg)), _portable(done.config)
         raise ValueError(f"{key}={run}: its config fingerprint {theirs!r} differs from the "
                          f"{name} stage's {fingerprint!r} (another model or training config; "
-                         f"stage vs run: {config_differences(ours_cfg, their_cfg)})")
+                         f"stage vs run: {config_differences(_resolved(cfg), done.config)})")
     log.info("stage %s: reusing %s (%s)", name, run_dir, key)
     return {**done.data, "reused": True, "run_dir": str(run_dir.resolve())}
 
