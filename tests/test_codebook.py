@@ -38,7 +38,7 @@ def as_map(vectors: list[list[float]]) -> torch.Tensor:
 # --------------------------------------------------------------------------- options, configs
 def test_presets_load_and_all_but_plain_switch_something_on():
     names = sorted(p.stem for p in (CONF / "model" / "codebook").glob("[!_]*.yaml"))
-    assert names == ["cosine", "ema", "fsq", "fsq_125", "fsq_8k", "healthy", "healthy_large",
+    assert names == ["cosine", "ema", "fsq", "fsq_125", "fsq_8k", "fsq_decorrelated", "healthy", "healthy_large",
                      "kmeans", "lowdim", "plain", "restart"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in names:

@@ -17,7 +17,7 @@ from vector_quantize_pytorch import FSQ
 from mdvq.callbacks import CodebookMonitor
 from mdvq.callbacks.codebook import map_entropies, token_entropy
 from mdvq.models import VQVAEModule
-from mdvq.models.codebook import CodebookOptions, FSQQuantizer, check_levels
+from mdvq.models.codebook import CodebookOptions, FSQQuantizer, check_levels, decorrelation_penalty
 from mdvq.models.frozen_vqvae import FrozenVQVAE
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -215,3 +215,57 @@ def test_a_tiny_fsq_vqvae_learns_and_logs_usage_under_the_vq_keys(tmp_path):
         assert key in logged, key
     assert 0 < logged["val/codebook_usage"] <= 1
     assert logged["val/token_entropy"] == pytest.approx(math.log(logged["val/perplexity"]), abs=1e-4)
+
+
+# --------------------------------------------------------------------------- decorrelation term
+def test_decorrelation_penalty_hand_checked():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    y = torch.tensor([1.0, 3.0, 2.0, 4.0])  # deviations (-1.5,-.5,.5,1.5)/(-1.5,.5,-.5,1.5): r = 4/5
+    assert float(decorrelation_penalty(torch.stack([x, y], 1))) == pytest.approx(0.64)
+    assert float(decorrelation_penalty(torch.stack([x, 2 * x + 1, -x], 1))) == pytest.approx(1.0)
+    orthogonal = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    assert float(decorrelation_penalty(orthogonal)) == pytest.approx(0.0)
+    # three columns: r12 = 0.8, r13 = 0 (constant), r23 = 0 -> 2 * 0.64 / 6
+    three = torch.stack([x, y, torch.ones(4)], 1)
+    assert float(decorrelation_penalty(three)) == pytest.approx(2 * 0.64 / 6, abs=1e-6)
+    assert float(decorrelation_penalty(x[:, None])) == 0.0
+
+
+def test_decorrelation_term_decorrelates_fsq_dimensions():
+    torch.manual_seed(0)
+    base = torch.randn(4096, 2)  # a 6-channel latent of rank 2: FSQ's 3 dimensions start correlated
+    z = (base @ torch.randn(2, 6)).t().reshape(1, 6, 64, 64)
+    q = FSQQuantizer(6, [5, 5, 5], decorrelation_weight=1.0).train()
+    u0 = q._project_in(z).permute(0, 2, 3, 1).reshape(-1, 3)
+    start = float(decorrelation_penalty(u0.detach()))
+    optim = torch.optim.Adam(q.parameters(), lr=1e-2)
+    for _ in range(200):
+        _, _, loss, terms = q(z)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert float(terms["decorrelation_loss"]) == pytest.approx(float(loss.detach()))
+    end = float(decorrelation_penalty(q._project_in(z).permute(0, 2, 3, 1).reshape(-1, 3).detach()))
+    assert start > 0.2 and end < 0.5 * start
+    q.eval()  # no term at inference, and none without the option
+    assert float(q(z)[2]) == 0.0
+    assert "decorrelation_loss" not in FSQQuantizer(6, [5, 5, 5]).train()(z)[3]
+
+
+def test_decorrelation_weight_checked():
+    with pytest.raises(ValueError, match=r"model\.codebook\.decorrelation_weight is for FSQ only"):
+        CodebookOptions.from_mapping({"decorrelation_weight": 0.1})
+    with pytest.raises(ValueError, match=r"model\.codebook\.decorrelation_weight must be"):
+        CodebookOptions.from_mapping({"levels": [5, 5, 5], "decorrelation_weight": -1})
+
+
+def test_vqvae_adds_the_decorrelation_term_to_its_training_loss():
+    torch.manual_seed(0)
+    codebook = {"name": "fsq_decorrelated", "levels": [5, 5, 5], "decorrelation_weight": 10.0}
+    module = VQVAEModule(**TINY, vq_embed_dim=8, num_vq_embeddings=125, codebook=codebook).train()
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    _, _, vq_loss, terms = module(x)
+    assert float(vq_loss.detach()) > 0 and vq_loss.requires_grad
+    assert float(terms["decorrelation_loss"]) == pytest.approx(float(vq_loss.detach()))
+    module.eval()
+    assert float(module(x)[2]) == 0.0

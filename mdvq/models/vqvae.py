@@ -163,7 +163,8 @@ class VQVAEModule(AutoencoderSteps, LightningModule):
         self.codebook_quantizer: CodebookQuantizer | FSQQuantizer | None = None
         if codebook_options.is_fsq:  # finite scalar quantisation (docs/fsq.md)
             self.codebook_quantizer = FSQQuantizer(
-                self.code_dim, codebook_options.levels, codebook_options.clamp_gradient)
+                self.code_dim, codebook_options.levels, codebook_options.clamp_gradient,
+                codebook_options.decorrelation_weight)
             self.model.quantize.requires_grad_(False)
         elif not codebook_options.is_plain:
             self.codebook_quantizer = CodebookQuantizer(
