@@ -2,6 +2,7 @@
 
     python -m mdvq.sample PRIOR n_per_class=8 guidance=1.5 steps=20 seed=0 out=DIR
     python -m mdvq.sample VQ_PRIOR sampler=purity truncation=0.9
+    python -m mdvq.sample MASKED_PRIOR guidance=3 temperature=0.8
 
 PRIOR is a prior run folder (VQ-Diffusion, masked tokens or latent diffusion; its best
 checkpoint, else ``last.ckpt``), a Lightning checkpoint of any prior, or an exported
@@ -33,6 +34,8 @@ OPTIONS = [
                                   "prior's"),
     cli.Arg("truncation", float, None, "VQ-Diffusion: keep the most likely codes up to this "
                                        "cumulative probability, (0, 1] (None: the prior's)"),
+    cli.Arg("temperature", float, None, "masked tokens: temperature of each token draw, > 0 "
+                                        "(< 1 sharpens; None: the prior's sample_temperature)"),
     cli.Arg("seed", int, 0, "random seed"),
     cli.Arg("out", str, None, "output folder (None: <run folder>/samples)"),
     cli.Arg("batch_size", int, 64, "samples per model call"),
@@ -63,7 +66,8 @@ def main(argv: list[str]) -> Path:
         clear_samples(out, opts["overwrite"], dry_run=True)
     images, labels, meta = sample_prior(module, opts["n_per_class"], opts["steps"],
                                         opts["guidance"], opts["seed"], opts["batch_size"],
-                                        opts["classes"], opts["sampler"], opts["truncation"])
+                                        opts["classes"], opts["sampler"], opts["truncation"],
+                                        opts["temperature"])
     meta["prior"] = str(Path(source).resolve())
     clear_samples(out, opts["overwrite"])  # only now: a failed call removes nothing
     write_samples(out, images, labels, meta)

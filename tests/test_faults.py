@@ -153,6 +153,10 @@ def test_negative_guidance_is_refused_before_sampling():
         sample_prior(prior, n_per_class=1, guidance=-2)
     with pytest.raises(ValueError, match="guidance.*got nan"):
         sample_prior(prior, n_per_class=1, guidance=float("nan"))
+    prior.model_kind = "latentdiffusion"
+    with pytest.raises(ValueError, match="temperature applies to masked-token priors only; "
+                                         "this is a latentdiffusion prior"):
+        sample_prior(prior, n_per_class=1, sampler="dpm", temperature=0.5)
     assert calls == [], "nothing was generated"
 
 

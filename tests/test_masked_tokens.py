@@ -237,6 +237,14 @@ def test_sample_command_serves_the_masked_prior(toys, tmp_path):
         sample_prior(toys["prior"], 1, sampler="purity")
     with pytest.raises(ValueError, match=r"steps must lie in \[1, 16\]"):
         sample_prior(toys["prior"], 1, steps=17)
+    assert meta["temperature"] == toys["prior"].hparams.sample_temperature
+    # a near-zero token temperature draws the most likely token: two seeds agree
+    sharp = [sample_prior(toys["prior"], 2, seed=s, temperature=1e-4)[0] for s in (1, 2)]
+    assert np.array_equal(sharp[0], sharp[1])
+    warm = [sample_prior(toys["prior"], 2, seed=s, temperature=5.0)[0] for s in (1, 2)]
+    assert not np.array_equal(warm[0], warm[1])
+    with pytest.raises(ValueError, match=r"temperature must be a finite number > 0, got 0.0"):
+        sample_prior(toys["prior"], 1, temperature=0)
 
 
 # ------------------------------------------------------------------------------- config, errors

@@ -484,6 +484,14 @@ def test_the_masked_token_row_trains_its_prior_on_the_vqvae(finished):
     assert table["rows"][1]["masked_accuracy"] == masked["test/masked_accuracy"]
     again = routes(cfg, overrides=common(tmp, cache))
     assert all(s["reused"] for s in again["stages"].values())
+    meta = json.loads((out / "samples_maskedtokens" / "meta.json").read_text())
+    assert meta["temperature"] == prior["config"]["model"]["sample_temperature"]
+    # routes.sampling.temperature redraws the masked row's samples at that temperature only
+    cooler = routes(compose_cfg(routes_overrides(tmp, cache, NEW_PRIORS) + [
+        "routes.sampling.priors=[vq,maskedtokens]",
+        "routes.sampling.temperature.maskedtokens=0.5"]), overrides=common(tmp, cache))
+    assert all(s["reused"] for s in cooler["stages"].values())
+    assert json.loads((out / "samples_maskedtokens" / "meta.json").read_text())["temperature"] == 0.5
 
 
 def test_fingerprint_counts_a_null_option_as_absent_but_not_a_set_one():

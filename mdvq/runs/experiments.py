@@ -510,19 +510,21 @@ def routes(cfg: DictConfig, overrides: list[str] | None = None,
         prior_run = dirs[row.prior]
         steps = (settings.sampling.get("steps") or {}).get(row.prior)
         guidance = (settings.sampling.get("guidance") or {}).get(row.prior)
+        temperature = (settings.sampling.get("temperature") or {}).get(row.prior)
         inputs = {"prior": stages[row.prior]["finished_at"], "steps": steps,
                   "guidance": guidance, **sampling,
                   # only where set, so a routes folder of today's rows stays reusable as it is
-                  **({"options": dict(row.sampling)} if row.sampling else {})}
+                  **({"options": dict(row.sampling)} if row.sampling else {}),
+                  **({"temperature": temperature} if temperature is not None else {})}
         samples_dir = out_dir / f"samples_{row.name}"
 
         def draw(prior_run=prior_run, row=row, steps=steps, guidance=guidance,
-                 samples_dir=samples_dir):
+                 temperature=temperature, samples_dir=samples_dir):
             module, _ = load_prior(prior_run, settings.sampling.device)
             kwargs = apply_sampling_options(module, row)
             images, labels, meta = sample_prior(module, sampling["n_per_class"], steps, guidance,
                                                 sampling["seed"], sampling["batch_size"],
-                                                **kwargs)
+                                                temperature=temperature, **kwargs)
             write_samples(samples_dir, images, labels,
                           {**meta, "prior": row.prior, "route": row.name,
                            "options": dict(row.sampling)})

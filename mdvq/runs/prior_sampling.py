@@ -81,13 +81,15 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu", key: str = 
 def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
                  guidance: float | None = None, seed: int = 0, batch_size: int = 64,
                  classes: list[str] | None = None, sampler: str | None = None,
-                 truncation: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                 truncation: float | None = None,
+                 temperature: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Draw ``n_per_class`` samples of each class (or of ``classes``, by name).
 
     ``sampler`` (None: the prior's configured one) is ``dpm`` / ``ddim`` for latent diffusion,
     ``ancestral`` / ``purity`` for VQ-Diffusion and ``confidence`` for the masked-token prior; ``truncation`` (VQ-Diffusion only; None:
     the prior's ``sample_truncation``) keeps the most likely codes up to that cumulative
-    probability.
+    probability; ``temperature`` (masked-token prior only; None: its ``sample_temperature``)
+    divides the logits of each token draw (< 1 sharpens them).
 
     Returns ``(images float32 (N, 1, F, T) in [0, 1], labels int64 (N,), meta)``; ``meta``
     holds class names, axes (Hz, s), steps, guidance, seed and ``samples_per_second`` (wall
@@ -132,6 +134,14 @@ def sample_prior(module, n_per_class: int = 8, steps: int | None = None,
         options["truncation"] = truncation
     elif truncation is not None:
         raise ValueError(f"truncation applies to VQ-Diffusion priors only; this is a {kind} prior")
+    if kind == "maskedtokens":
+        temperature = float(module.hparams.sample_temperature if temperature is None
+                            else temperature)
+        if not (temperature > 0 and np.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        options["temperature"] = temperature
+    elif temperature is not None:
+        raise ValueError(f"temperature applies to masked-token priors only; this is a {kind} prior")
     labels = torch.tensor(wanted).repeat_interleave(int(n_per_class))
     device = module.device
     generator = torch.Generator(device=device).manual_seed(int(seed))
