@@ -30,7 +30,8 @@ from mdvq.evaluation.classifier_run import load_classifier_run
 from mdvq.evaluation.frechet import ClassifierFeatures, frechet_distance
 from mdvq.runs.prior_sampling import load_prior, sample_prior
 
-KEYS = {"steps": int, "guidance": float, "sampler": str, "truncation": float}
+KEYS = {"steps": int, "guidance": float, "sampler": str, "truncation": float,
+        "temperature": float}
 """Setting keys and their types (the options of ``python -m mdvq.sample``)."""
 
 
@@ -51,7 +52,8 @@ def score(classifier, prior, setting: dict, n_per_class: int, seed: int, batch_s
     images, labels, meta = sample_prior(prior, n_per_class, setting.get("steps"),
                                         setting.get("guidance"), seed, batch_size,
                                         sampler=setting.get("sampler"),
-                                        truncation=setting.get("truncation"))
+                                        truncation=setting.get("truncation"),
+                                        temperature=setting.get("temperature"))
     names = list(dm.class_names)
     probs = predict_proba(model, images)
     cond = conditional_accuracy(probs.argmax(1), labels, names)
@@ -66,6 +68,7 @@ def score(classifier, prior, setting: dict, n_per_class: int, seed: int, batch_s
     floor = frechet_distance(extractor, test01, subset)
     return {"setting": setting, "steps": meta["steps"], "guidance": meta["guidance"],
             "sampler": meta.get("sampler"), "truncation": meta.get("truncation"),
+            "temperature": meta.get("temperature"),
             "samples_per_second": meta["samples_per_second"], "n": len(labels),
             "accuracy": cond["overall"], "per_class": cond["per_class"],
             "judge_confidence": judge["mean_confidence"],
@@ -91,9 +94,9 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     names = list(classifier.datamodule.class_names)
-    print(f"| prior | steps | guidance | sampler | trunc. | acc | "
+    print(f"| prior | steps | guidance | sampler | trunc. | temp. | acc | "
           f"{' | '.join(n[:8] for n in names)} | conf. | top share | FD/floor | samples/s |")
-    print("|---" * (11 + len(names)) + "|")
+    print("|---" * (12 + len(names)) + "|")
     for path in args.priors:
         prior, source = load_prior(path, "cpu")
         for setting in settings:
@@ -102,7 +105,7 @@ def main() -> None:
                        machine=f"{platform.node()} {torch.get_num_threads()} threads")
             per = " | ".join(f"{row['per_class'][n]:.2f}" for n in names)
             print(f"| {Path(path).name} | {row['steps']} | {row['guidance']} | {row['sampler']} | "
-                  f"{row['truncation']} | {row['accuracy']:.3f} | {per} | "
+                  f"{row['truncation']} | {row['temperature']} | {row['accuracy']:.3f} | {per} | "
                   f"{row['judge_confidence']:.2f} | {row['judge_top_share']:.2f} | "
                   f"{row['fd_ratio']:.1f} | {row['samples_per_second']:.2f} |", flush=True)
             if args.out:
