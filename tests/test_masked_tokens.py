@@ -136,7 +136,7 @@ def test_each_decoding_step_reveals_the_scheduled_number_of_tokens(tmp_path, mon
         seen.append((x == module.mask_id).sum(1).tolist()), original(x, y))[1])
     for steps in (4, 8, 12):
         seen.clear()
-        codes = module.generate(torch.tensor([0, 1, 1]), steps=steps,
+        codes = module.generate(torch.tensor([0, 1, 1]), steps=steps, guidance=1.0,
                                 generator=torch.Generator().manual_seed(steps))
         masked_before = [N, *decode_schedule(N, steps)[:-1]]
         assert seen == [[m] * 3 for m in masked_before], steps
@@ -238,10 +238,16 @@ def test_sample_command_serves_the_masked_prior(toys, tmp_path):
     with pytest.raises(ValueError, match=r"steps must lie in \[1, 16\]"):
         sample_prior(toys["prior"], 1, steps=17)
     assert meta["temperature"] == toys["prior"].hparams.sample_temperature
-    # a near-zero token temperature draws the most likely token: two seeds agree
-    sharp = [sample_prior(toys["prior"], 2, seed=s, temperature=1e-4)[0] for s in (1, 2)]
+    # with the re-masking order fixed (choice temperature 0), a near-zero token temperature
+    # draws the most likely token: two seeds agree; a warm one does not
+    hparams = toys["prior"].hparams
+    choice, hparams.choice_temperature = hparams.choice_temperature, 0.0
+    try:
+        sharp = [sample_prior(toys["prior"], 2, seed=s, temperature=1e-4)[0] for s in (1, 2)]
+        warm = [sample_prior(toys["prior"], 2, seed=s, temperature=5.0)[0] for s in (1, 2)]
+    finally:
+        hparams.choice_temperature = choice
     assert np.array_equal(sharp[0], sharp[1])
-    warm = [sample_prior(toys["prior"], 2, seed=s, temperature=5.0)[0] for s in (1, 2)]
     assert not np.array_equal(warm[0], warm[1])
     with pytest.raises(ValueError, match=r"temperature must be a finite number > 0, got 0.0"):
         sample_prior(toys["prior"], 1, temperature=0)
