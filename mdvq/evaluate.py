@@ -8,6 +8,8 @@ and the judge-free physical fidelity with physics/<class>.png; `mdvq.evaluation.
 and tstr/ (the TSTR run). `trainer.KEY=...` overrides the TSTR trainer; `physics.KEY=...` the
 physical fidelity (conf/physics/default.yaml); `data`, `data.KEY`, `paths.KEY` give the data
 of a bare classifier .ckpt.
+An ``out`` that already holds an evaluation is refused (``overwrite=true`` moves it aside to
+``<out>.replaced-<n>``; nothing is deleted).
 Exit status 0 on success, 2 on bad input.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -33,6 +36,8 @@ OPTIONS = [
     cli.Arg("floor_repeats", int, 5, "random train subsets the FD floor is averaged over"),
     cli.Arg("batch_size", int, 256, "images per forward pass for predictions and features"),
     cli.Arg("device", str, "cpu", "cpu | cuda for predictions and features"),
+    cli.Arg("overwrite", bool, False, "an out that holds an earlier evaluation (metrics.json) is "
+            "refused; true moves that folder aside to <out>.replaced-<n> and evaluates afresh"),
     cli.Arg("wandb", bool, False, "also log a W&B run: the metrics and a table of the samples "
             "with the classifier's class and confidence (offline unless an account)"),
 ]
@@ -55,6 +60,21 @@ def parse_args(argv: list[str]) -> tuple[dict, dict, list[str]]:
     return options, overrides, data
 
 
+def keep_earlier_evaluation(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` holding an earlier evaluation (its metrics.json), naming it; with
+    ``overwrite`` move that folder aside to ``<out>.replaced-<n>`` instead (nothing deleted)."""
+    from mdvq.core.summary import free_name
+
+    if not (out / "metrics.json").is_file():
+        return
+    if not overwrite:
+        raise cli.UsageError(f"out={out} already holds an evaluation ({out / 'metrics.json'}); "
+                             "choose another out, or overwrite=true to move it aside")
+    aside = free_name(out, ".replaced")
+    out.rename(aside)
+    logging.getLogger(__name__).info("moved the earlier evaluation in %s to %s", out, aside)
+
+
 def main(argv: list[str]) -> dict:
     """Parse `argv`, evaluate, print and write the metrics; returns them."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -66,6 +86,7 @@ def main(argv: list[str]) -> dict:
     from mdvq.evaluation.physical_fidelity import physics_settings
 
     physics_settings(**options["physics"])  # a bad physics.KEY fails before any loading
+    keep_earlier_evaluation(Path(options["out"]), options["overwrite"])
     samples = load_samples(options["samples"])
     run = load_classifier_run(options["classifier"], cache_dir=options["cache_dir"],
                               overrides=data_overrides)

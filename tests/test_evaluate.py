@@ -222,6 +222,15 @@ def test_command_line_writes_metrics_with_tstr(classifier_dir, classifier_run, t
     assert "TSTR accuracy" in md and "FD(samples, real test)" in md and "python -m mdvq.evaluate" in md
     for name in classifier_run.datamodule.class_names:
         assert f"| {name} |" in md
+    # a second call into the same out keeps the finished record: refused, or moved aside
+    before = (out / "metrics.json").read_text()
+    again = [a for a in args if not a.startswith("trainer.")] + ["tstr=false"]
+    assert run_command(evaluate_main, again) == 2
+    assert "already holds an evaluation" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == before
+    assert run_command(evaluate_main, again + ["overwrite=true"]) == 0
+    assert (tmp_path / "eval.replaced-1" / "metrics.json").read_text() == before
+    assert json.loads((out / "metrics.json").read_text())["metrics"].get("tstr_acc") is None
 
 
 def test_tstr_classifier_trains_to_its_budget(classifier_dir, classifier_run, tmp_path, capsys):
