@@ -51,7 +51,12 @@ def load_evaluation(label: str, folder: Path) -> dict:
     ae = _summary(Path(ae_path)).get("metrics", {}) if ae_path else {}
     settings = ", ".join(f"{k} {samples[k]}" for k in ("guidance", "temperature", "steps")
                          if samples.get(k) is not None)
-    return {"label": label, "description": f"{samples.get('prior_kind')} ({settings})",
+    vq = "test/codebook_usage" in ae
+    prior_name = {"latentdiffusion": "continuous prior (hybrid)" if vq else "latent diffusion",
+                  "vqdiffusion": "VQ-Diffusion", "maskedtokens": "masked-token prior"}.get(
+                      samples.get("prior_kind"), samples.get("prior_kind"))
+    description = f"{'VQ' if vq else 'KL'} latent + {prior_name} ({settings})"
+    return {"label": label, "description": description,
             "data_key": result.get("classifier", {}).get("data_key"),
             "judge": {"test_acc": result.get("classifier", {}).get("summary_test_acc")},
             "conditional_accuracy": m["conditional_accuracy"],
@@ -63,7 +68,8 @@ def load_evaluation(label: str, folder: Path) -> dict:
             "physics_pass_rate": m.get("physics_pass_rate"),
             "test_psnr_db": ae.get("test/psnr"), "codebook_usage": ae.get("test/codebook_usage"),
             "token_entropy": _token_entropy(ae) if "test/codebook_usage" in ae else None,
-            "masked_accuracy": prior.get("metrics", {}).get("test/masked_accuracy"),
+            "masked_accuracy": prior.get("metrics", {}).get(
+                "test/masked_accuracy", prior.get("metrics", {}).get("test/masked_acc")),
             "samples_per_second": samples.get("samples_per_second"),
             "samples": result["counts"]["samples"], "prior_steps": prior.get("trained_steps"),
             "prior_wall_s": prior.get("wall_time_s")}
