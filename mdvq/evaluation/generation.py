@@ -46,7 +46,8 @@ from mdvq.utils.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
-META_KEYS = ("prior_kind", "steps", "guidance", "seed", "prior", "samples_per_second")
+META_KEYS = ("prior_kind", "steps", "guidance", "sampler", "truncation", "temperature", "seed",
+             "prior", "samples_per_second")
 """Sampler settings copied from meta.json into the report."""
 
 

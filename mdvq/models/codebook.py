@@ -483,11 +483,12 @@ class FSQQuantizer(nn.Module):
     (FSQ's own convention).
 
     ``forward`` returns ``(z_q, indices, loss, terms)`` as :class:`CodebookQuantizer`: no
-    codebook or commitment loss (zeros; ``loss`` is the decorrelation term below, else 0), straight-through gradients in training, the exact
-    grid codes (projected back) at inference. The hard clamp passes no gradient to latents
-    beyond it; ``clamp_gradient=True`` passes it straight through in training (the codes, and
-    so the export, are unchanged). ``decorrelation_weight`` w > 0 (None or 0 = off) makes the
-    training loss ``w * decorrelation_penalty(FSQ inputs)`` (:func:`decorrelation_penalty`, per batch and
+    codebook or commitment loss (zeros; ``loss`` is the decorrelation term below, else 0),
+    straight-through gradients in training, the exact grid codes (projected back) at
+    inference. The hard clamp passes no gradient to latents beyond it; ``clamp_gradient=True``
+    passes it straight through in training (the codes, and so the export, are unchanged).
+    ``decorrelation_weight`` w > 0 (None or 0 = off) makes the training loss
+    ``w * decorrelation_penalty(FSQ inputs)`` (:func:`decorrelation_penalty`, per batch and
     rank, before the clamp; logged as ``decorrelation_loss``); inference and export unchanged.
     """
 
